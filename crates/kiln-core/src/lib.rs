@@ -1,0 +1,29 @@
+//! Kiln's vocabulary, shared by the client, the worker and the server: task definitions, run
+//! statuses, trigger options, the retry policy and task errors. No I/O happens here.
+//!
+//! Most users depend on the `kiln` facade crate, which re-exports everything below.
+
+#![forbid(unsafe_code)]
+
+mod context;
+mod duration;
+mod error;
+mod macros;
+mod options;
+mod retry;
+mod run;
+mod status;
+mod task;
+
+pub use context::{Context, RunInfo};
+pub use duration::{parse_duration, DurationError};
+pub use error::{Error, ErrorKind, ErrorRecord, Result, ResultExt};
+pub use options::{Delay, TriggerOptions, DEFAULT_IDEMPOTENCY_KEY_TTL, MAX_BATCH_SIZE, MAX_TAGS};
+pub use retry::{
+    RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_TIMEOUT, DEFAULT_MIN_TIMEOUT,
+    DEFAULT_RETRY_FACTOR,
+};
+pub use run::{Attempt, Run};
+pub use status::{AttemptOutcome, RunStatus, UnknownStatus};
+pub use task::{validate_task_id, QueueDefinition, Task, TaskDefinition, TaskResult};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,162 @@
+//! Options a caller may set when triggering a run.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Most tags a run may carry.
+pub const MAX_TAGS: usize = 10;
+/// Most runs one batch trigger may insert.
+pub const MAX_BATCH_SIZE: usize = 1_000;
+/// How long an idempotency key dedupes when no ttl is given: 30 days.
+pub const DEFAULT_IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// When a delayed run becomes available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delay {
+    /// This long after the trigger.
+    For(Duration),
+    /// At this instant.
+    Until(DateTime<Utc>),
+}
+
+/// Options for one triggered run (Trigger.dev's semantics). Unset options take the task's defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TriggerOptions {
+    /// Gives the run its own copy of the queue (and its limit) per key value, e.g. a workspace id.
+    pub concurrency_key: Option<String>,
+    /// A second trigger with a live key returns the existing run instead of a new one.
+    pub idempotency_key: Option<String>,
+    /// How long the idempotency key dedupes; 30 days by default.
+    pub idempotency_key_ttl: Option<Duration>,
+    /// Start no earlier than this.
+    pub delay: Option<Delay>,
+    /// Expire the run if it has not started this long after it became available.
+    pub ttl: Option<Duration>,
+    /// Head start in the queue order (whole seconds are used).
+    pub priority: Option<Duration>,
+    /// Up to 10 tags for finding the run later.
+    pub tags: Vec<String>,
+    /// Free-form JSON kept with the run.
+    pub metadata: Option<serde_json::Value>,
+    /// Attempts in all, overriding the task's retry policy.
+    pub max_attempts: Option<u32>,
+    /// Maximum duration of one attempt, overriding the task's.
+    pub max_duration: Option<Duration>,
+    /// Run in this queue instead of the task's.
+    pub queue: Option<String>,
+    /// Trigger even if no worker has ever registered the task id.
+    pub allow_unregistered: bool,
+    /// The run that triggers this one (set by the worker for child runs).
+    pub parent_run_id: Option<Uuid>,
+    /// The root of the run tree (set by the worker for child runs).
+    pub root_run_id: Option<Uuid>,
+    /// The run this one replays (set by `runs.replay`).
+    pub replay_of: Option<Uuid>,
+}
+
+impl TriggerOptions {
+    /// No options: the task's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the concurrency key.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Sets how long the idempotency key dedupes.
+    pub fn idempotency_key_ttl(mut self, ttl: Duration) -> Self {
+        self.idempotency_key_ttl = Some(ttl);
+        self
+    }
+
+    /// Delays the run by this long.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(Delay::For(delay));
+        self
+    }
+
+    /// Delays the run until this instant.
+    pub fn delay_until(mut self, at: DateTime<Utc>) -> Self {
+        self.delay = Some(Delay::Until(at));
+        self
+    }
+
+    /// Sets the ttl.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the head start in the queue order.
+    pub fn priority(mut self, head_start: Duration) -> Self {
+        self.priority = Some(head_start);
+        self
+    }
+
+    /// Adds a tag.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Sets the attempts in all.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Sets the maximum duration of one attempt.
+    pub fn max_duration(mut self, limit: Duration) -> Self {
+        self.max_duration = Some(limit);
+        self
+    }
+
+    /// Runs in this queue instead of the task's.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Allows triggering a task id no worker has registered yet.
+    pub fn allow_unregistered(mut self) -> Self {
+        self.allow_unregistered = true;
+        self
+    }
+
+    /// Checks the options, naming the first thing wrong with them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tags.len() > MAX_TAGS {
+            return Err(format!(
+                "a run takes at most {MAX_TAGS} tags, got {}: drop some or put them in metadata",
+                self.tags.len()
+            ));
+        }
+        if self.max_attempts == Some(0) {
+            return Err("max_attempts must be at least 1 (1 means no retry)".into());
+        }
+        if let Some(queue) = &self.queue {
+            crate::validate_task_id(queue).map_err(|e| format!("queue {queue:?}: {e}"))?;
+        }
+        if self.concurrency_key.as_deref() == Some("") {
+            return Err("concurrency_key is empty: leave it out, or pass a value such as a workspace id".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! Task definitions: the [`Task`] trait and the options every task declares.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Context, Error, RetryPolicy};
+
+/// A task's queue: its name (the task id unless set) and its concurrency limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueDefinition {
+    /// Queue name; `None` means the task's own queue, named after the task id.
+    pub name: Option<&'static str>,
+    /// Runs of this queue executing at once, across all workers. With a concurrency key, the
+    /// limit applies to each key's copy of the queue.
+    pub concurrency_limit: Option<u32>,
+    /// Runs executing at once across all keys of the queue.
+    pub total_limit: Option<u32>,
+}
+
+impl QueueDefinition {
+    /// The task's own queue with no limit.
+    pub const fn new() -> Self {
+        Self { name: None, concurrency_limit: None, total_limit: None }
+    }
+
+    /// Names the queue (tasks sharing a name share the queue and its limits).
+    pub const fn name(mut self, name: &'static str) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// Sets the limit per queue, or per concurrency key.
+    pub const fn concurrency_limit(mut self, limit: u32) -> Self {
+        self.concurrency_limit = Some(limit);
+        self
+    }
+
+    /// Sets the limit across all keys.
+    pub const fn total_limit(mut self, limit: u32) -> Self {
+        self.total_limit = Some(limit);
+        self
+    }
+}
+
+impl Default for QueueDefinition {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Everything a task declares besides its body. Built in `const` context by [`task!`](crate::task).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskDefinition {
+    /// The task id runs are triggered with, e.g. `"schedule-task"`.
+    pub id: &'static str,
+    /// What the task does, for operators.
+    pub description: Option<&'static str>,
+    /// The queue and its limits.
+    pub queue: QueueDefinition,
+    /// The retry policy.
+    pub retry: RetryPolicy,
+    /// An attempt running longer is stopped and the run is `timed_out`.
+    pub max_duration: Option<Duration>,
+    /// A run not started within this time after it became available is `expired`.
+    pub ttl: Option<Duration>,
+    /// Head start in the queue order, in whole seconds.
+    pub priority: Duration,
+}
+
+impl TaskDefinition {
+    /// A definition with no id yet and every default.
+    pub const fn new() -> Self {
+        Self {
+            id: "",
+            description: None,
+            queue: QueueDefinition::new(),
+            retry: RetryPolicy::DEFAULT,
+            max_duration: None,
+            ttl: None,
+            priority: Duration::ZERO,
+        }
+    }
+
+    /// Sets the task id.
+    pub const fn id(mut self, id: &'static str) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the description.
+    pub const fn description(mut self, text: &'static str) -> Self {
+        self.description = Some(text);
+        self
+    }
+
+    /// Sets the queue.
+    pub const fn queue(mut self, queue: QueueDefinition) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub const fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the maximum duration of one attempt.
+    pub const fn max_duration(mut self, limit: Duration) -> Self {
+        self.max_duration = Some(limit);
+        self
+    }
+
+    /// Sets the time-to-live of a run that has not started.
+    pub const fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the head start in the queue order.
+    pub const fn priority(mut self, head_start: Duration) -> Self {
+        self.priority = head_start;
+        self
+    }
+
+    /// The queue's name: the declared name, or the task id.
+    pub fn queue_name(&self) -> &'static str {
+        match self.queue.name {
+            Some(name) => name,
+            None => self.id,
+        }
+    }
+
+    /// The description without the leading spaces doc comments carry.
+    pub fn description_text(&self) -> Option<String> {
+        let text = self.description?;
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let joined = lines.join(" ").trim().to_owned();
+        (!joined.is_empty()).then_some(joined)
+    }
+
+    /// Checks the definition, naming the first thing wrong with it.
+    pub const fn validate(&self) -> Result<(), &'static str> {
+        if let Err(msg) = validate_task_id(self.id) {
+            return Err(msg);
+        }
+        if let Some(name) = self.queue.name {
+            if let Err(msg) = validate_task_id(name) {
+                return Err(msg);
+            }
+        }
+        if let Some(0) = self.queue.concurrency_limit {
+            return Err("queue.concurrency_limit must be at least 1 (leave it out for no limit)");
+        }
+        if let Some(0) = self.queue.total_limit {
+            return Err("queue.total_limit must be at least 1 (leave it out for no limit)");
+        }
+        if let Some(d) = self.max_duration {
+            if d.is_zero() {
+                return Err("max_duration must be longer than zero");
+            }
+        }
+        if let Some(d) = self.ttl {
+            if d.is_zero() {
+                return Err("ttl must be longer than zero");
+            }
+        }
+        self.retry.validate()
+    }
+}
+
+impl Default for TaskDefinition {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Checks a task id or queue name: 1–128 characters of letters, digits, `-`, `_`, `.`, `:`, `/`.
+pub const fn validate_task_id(id: &str) -> Result<(), &'static str> {
+    let bytes = id.as_bytes();
+    if bytes.is_empty() {
+        return Err("the task id is missing: add `id: \"my-task\"`");
+    }
+    if bytes.len() > 128 {
+        return Err("task ids and queue names are at most 128 characters");
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/')) {
+            return Err("task ids and queue names use letters, digits and - _ . : / only");
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A task: a typed payload, a typed output, a definition and an async body.
+///
+/// Define one with [`task!`](crate::task); the worker registers it and the client triggers it,
+/// type-checked, through the same type.
+pub trait Task: Send + Sync + 'static {
+    /// The task id runs are triggered with.
+    const ID: &'static str;
+    /// Queue, retry policy, limits and durations.
+    const DEFINITION: TaskDefinition;
+    /// What a run is triggered with.
+    type Payload: Serialize + DeserializeOwned + Send + 'static;
+    /// What a successful run returns, stored as JSON.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The body of one attempt.
+    fn run(
+        &self,
+        ctx: Context,
+        payload: Self::Payload,
+    ) -> impl Future<Output = Result<Self::Output, Error>> + Send;
+}
+
+/// The result type of a task body: `Result<T, E>` for any `E` that converts into [`Error`].
+pub trait TaskResult {
+    /// The success type.
+    type Output;
+    /// Converts into Kiln's result.
+    fn into_task_result(self) -> Result<Self::Output, Error>;
+}
+
+impl<T, E: Into<Error>> TaskResult for Result<T, E> {
+    type Output = T;
+
+    fn into_task_result(self) -> Result<T, Error> {
+        self.map_err(Into::into)
+    }
+}
