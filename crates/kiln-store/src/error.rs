@@ -1,0 +1,61 @@
+//! The store's error: what failed, in words a caller can act on.
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A trigger named a task id no worker has ever registered.
+    #[error("task {task_id:?} is not registered: no worker has ever registered a task with this id; check the id for a typo, start a worker that registers it, or trigger with allow_unregistered")]
+    UnregisteredTask {
+        /// The task id that was triggered.
+        task_id: String,
+    },
+    /// The caller passed something the database refused as invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// A migration could not be applied, or the applied ones differ from this build's.
+    #[error("{0}")]
+    Migration(String),
+    /// The database refused or could not run a statement.
+    #[error("{action} failed: {source}")]
+    Database {
+        /// What Kiln was doing, e.g. "claiming runs".
+        action: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the database could not be reached (as opposed to refusing a statement).
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::Database {
+                source: sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_),
+                ..
+            }
+        )
+    }
+}
+
+/// Maps a driver error raised while doing `action`, recognizing Kiln's own SQLSTATEs.
+pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| {
+        if let sqlx::Error::Database(e) = &source {
+            match e.code().as_deref() {
+                Some("KL404") => {
+                    let message = e.message();
+                    let task_id = message.split('"').nth(1).unwrap_or(message).to_owned();
+                    return StoreError::UnregisteredTask { task_id };
+                }
+                Some("KL400") => return StoreError::Invalid(e.message().to_owned()),
+                _ => {}
+            }
+        }
+        StoreError::Database { action, source }
+    }
+}

@@ -1,0 +1,320 @@
+//! `kiln.leases`: claiming runs, extending leases, and ending attempts (complete, retry, fail,
+//! rescue, release), each as one batched statement.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kiln_core::{AttemptOutcome, ErrorRecord, RetryPolicy, RunStatus};
+use uuid::Uuid;
+
+use crate::error::db;
+use crate::{Pool, Result};
+
+/// A run a worker claimed: everything the worker needs to execute one attempt.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    /// The run id.
+    pub run_id: Uuid,
+    /// The task id.
+    pub task_id: String,
+    /// The queue it was claimed from.
+    pub queue: String,
+    /// Its concurrency key.
+    pub concurrency_key: Option<String>,
+    /// This attempt's number: the lease's fencing token.
+    pub attempt: u32,
+    /// This attempt's number counting only attempts that count against `max_attempts`.
+    pub counted_attempt: u32,
+    /// Attempts the run may use in all.
+    pub max_attempts: u32,
+    /// The retry policy it was triggered with.
+    pub retry: RetryPolicy,
+    /// The attempt's time limit.
+    pub max_duration: Option<Duration>,
+    /// The payload.
+    pub payload: serde_json::Value,
+    /// The metadata.
+    pub metadata: serde_json::Value,
+    /// Its parent run.
+    pub parent_run_id: Option<Uuid>,
+    /// Its root run.
+    pub root_run_id: Option<Uuid>,
+    /// When it was triggered.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What one claim returned.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// The runs now leased to the worker.
+    pub runs: Vec<ClaimedRun>,
+    /// True when a queue with work was being claimed by another worker and was skipped.
+    pub contended: bool,
+}
+
+type ClaimTuple = (
+    Option<Uuid>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    Option<i32>,
+    Option<i32>,
+    Option<serde_json::Value>,
+    Option<i64>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<DateTime<Utc>>,
+);
+
+/// Claims up to `max` runs of `task_ids` for `worker_id`, leased for `lease`, honouring paused
+/// queues and every concurrency limit (see `kiln.claim_runs`).
+pub async fn lease_claim(
+    pool: &Pool,
+    worker_id: &str,
+    task_ids: &[String],
+    max: u32,
+    lease: Duration,
+    now: Option<DateTime<Utc>>,
+) -> Result<Claim> {
+    let rows: Vec<ClaimTuple> = sqlx::query_as(
+        "SELECT run_id, task_id, queue, concurrency_key, attempt, counted_attempt, max_attempts,
+                retry, max_duration_ms, payload, metadata, parent_run_id, root_run_id, created_at
+           FROM kiln.claim_runs($1, $2, $3, $4, coalesce($5, now()))",
+    )
+    .bind(worker_id)
+    .bind(task_ids)
+    .bind(max as i32)
+    .bind(lease.as_millis() as i64)
+    .bind(now)
+    .fetch_all(pool)
+    .await
+    .map_err(db("claiming runs"))?;
+    let mut claim = Claim::default();
+    for row in rows {
+        let Some(run_id) = row.0 else {
+            claim.contended = true;
+            continue;
+        };
+        claim.runs.push(ClaimedRun {
+            run_id,
+            task_id: row.1.unwrap_or_default(),
+            queue: row.2.unwrap_or_default(),
+            concurrency_key: row.3,
+            attempt: row.4.unwrap_or(1) as u32,
+            counted_attempt: row.5.unwrap_or(1) as u32,
+            max_attempts: row.6.unwrap_or(1) as u32,
+            retry: row.7.and_then(|r| serde_json::from_value(r).ok()).unwrap_or_default(),
+            max_duration: row.8.map(|ms| Duration::from_millis(ms as u64)),
+            payload: row.9.unwrap_or(serde_json::Value::Null),
+            metadata: row.10.unwrap_or_else(|| serde_json::json!({})),
+            parent_run_id: row.11,
+            root_run_id: row.12,
+            created_at: row.13.unwrap_or_else(Utc::now),
+        });
+    }
+    Ok(claim)
+}
+
+/// Result of a heartbeat for one held lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    /// The run.
+    pub run_id: Uuid,
+    /// True when the run was canceled and its body should stop.
+    pub canceled: bool,
+}
+
+/// Extends the leases `worker_id` holds on `(run, attempt)` pairs to `now + lease`. Returns the
+/// leases still held; a lease missing from the answer was lost (rescued after a stall).
+pub async fn lease_heartbeat(
+    pool: &Pool,
+    worker_id: &str,
+    held: &[(Uuid, u32)],
+    lease: Duration,
+) -> Result<Vec<HeartbeatAck>> {
+    let (ids, attempts): (Vec<Uuid>, Vec<i32>) =
+        held.iter().map(|(id, attempt)| (*id, *attempt as i32)).unzip();
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "WITH extended AS (
+             UPDATE kiln.leases l SET expires_at = now() + $4 * interval '1 millisecond'
+               FROM unnest($2::uuid[], $3::int[]) AS h(run_id, attempt)
+              WHERE l.run_id = h.run_id AND l.attempt = h.attempt AND l.worker_id = $1
+             RETURNING l.run_id)
+         SELECT e.run_id, r.status = 'canceled'
+           FROM extended e JOIN kiln.runs r ON r.id = e.run_id",
+    )
+    .bind(worker_id)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(lease.as_millis() as i64)
+    .fetch_all(pool)
+    .await
+    .map_err(db("extending leases"))?;
+    Ok(rows.into_iter().map(|(run_id, canceled)| HeartbeatAck { run_id, canceled }).collect())
+}
+
+/// How one attempt ended, to be recorded by [`lease_complete_many`].
+#[derive(Debug, Clone)]
+pub struct AttemptEnd {
+    /// The run.
+    pub run_id: Uuid,
+    /// The attempt number of the lease being ended (stale ones are ignored).
+    pub attempt: u32,
+    /// How the attempt ended.
+    pub outcome: AttemptOutcome,
+    /// What happens to the run: `Some(at)` queues it again, available at `at`; `None` finishes it.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The run's final status when it finishes.
+    pub final_status: RunStatus,
+    /// The output of a completed attempt.
+    pub output: Option<serde_json::Value>,
+    /// The error of a failed attempt.
+    pub error: Option<ErrorRecord>,
+    /// True when the worker hands the run back unfinished (shutdown): the attempt does not count
+    /// against `max_attempts`.
+    pub released: bool,
+}
+
+/// Ends attempts in one statement: deletes each lease (only if it still carries the same attempt
+/// number, so a stale worker's outcome is fenced off), writes the attempt row, updates the run
+/// (final status, or queued again for a retry) and re-queues retries. A run canceled meanwhile
+/// stays canceled. With `only_expired`, leases that were extended since they were read are left
+/// alone (the rescuer's guard). Returns the runs whose leases were ended, with their new status.
+pub async fn lease_complete_many(
+    pool: &Pool,
+    ends: &[AttemptEnd],
+    only_expired: bool,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<(Uuid, RunStatus)>> {
+    if ends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut run_ids = Vec::with_capacity(ends.len());
+    let mut attempts = Vec::with_capacity(ends.len());
+    let mut outcomes = Vec::with_capacity(ends.len());
+    let mut finals = Vec::with_capacity(ends.len());
+    let mut outputs = Vec::with_capacity(ends.len());
+    let mut errors = Vec::with_capacity(ends.len());
+    let mut retry_ats = Vec::with_capacity(ends.len());
+    let mut released = Vec::with_capacity(ends.len());
+    for end in ends {
+        run_ids.push(end.run_id);
+        attempts.push(end.attempt as i32);
+        outcomes.push(end.outcome.as_str());
+        finals.push(end.final_status.as_str());
+        outputs.push(end.output.clone());
+        errors.push(end.error.as_ref().map(|e| serde_json::to_value(e).expect("errors serialize")));
+        retry_ats.push(end.retry_at);
+        released.push(end.released);
+    }
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "WITH ended AS (
+             SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[],
+                                  $6::jsonb[], $7::timestamptz[], $8::bool[])
+                 AS e(run_id, attempt, outcome, final_status, output, error, retry_at, released)
+         ),
+         now AS (SELECT coalesce($10, now()) AS at),
+         fenced AS (
+             DELETE FROM kiln.leases l USING ended e
+              WHERE l.run_id = e.run_id AND l.attempt = e.attempt
+                AND (NOT $9 OR l.expires_at < (SELECT at FROM now))
+             RETURNING l.run_id, l.attempt, l.worker_id, l.started_at, l.task_id, l.queue,
+                       l.concurrency_key
+         ),
+         recorded AS (
+             INSERT INTO kiln.attempts (run_id, number, worker_id, status, started_at, finished_at, error)
+             SELECT f.run_id, f.attempt, f.worker_id, e.outcome, f.started_at, (SELECT at FROM now), e.error
+               FROM fenced f JOIN ended e ON e.run_id = f.run_id
+         ),
+         updated AS (
+             UPDATE kiln.runs r SET
+                 status = CASE WHEN r.status = 'canceled' THEN r.status
+                               WHEN e.retry_at IS NOT NULL THEN 'queued'::kiln.run_status
+                               ELSE e.final_status::kiln.run_status END,
+                 output = CASE WHEN r.status <> 'canceled' AND e.retry_at IS NULL THEN e.output
+                               ELSE r.output END,
+                 error = CASE WHEN r.status = 'canceled' THEN r.error ELSE e.error END,
+                 released_attempts = r.released_attempts + e.released::int,
+                 available_at = coalesce(e.retry_at, r.available_at),
+                 finished_at = CASE WHEN r.status = 'canceled' THEN r.finished_at
+                                    WHEN e.retry_at IS NULL THEN (SELECT at FROM now) END,
+                 idempotency_key = CASE WHEN r.status <> 'canceled' AND e.retry_at IS NULL
+                                             AND e.final_status <> 'completed' THEN NULL
+                                        ELSE r.idempotency_key END,
+                 updated_at = (SELECT at FROM now)
+               FROM fenced f JOIN ended e ON e.run_id = f.run_id
+              WHERE r.id = f.run_id
+             RETURNING r.id, r.status, r.priority_s, r.available_at, f.task_id, f.queue,
+                       f.concurrency_key
+         ),
+         requeued AS (
+             INSERT INTO kiln.ready (run_id, task_id, queue, concurrency_key, available_at, order_at)
+             SELECT u.id, u.task_id, u.queue, u.concurrency_key, u.available_at,
+                    u.available_at - make_interval(secs => u.priority_s)
+               FROM updated u WHERE u.status = 'queued'
+         )
+         SELECT u.id, u.status::text FROM updated u",
+    )
+    .bind(&run_ids)
+    .bind(&attempts)
+    .bind(&outcomes)
+    .bind(&finals)
+    .bind(&outputs)
+    .bind(&errors)
+    .bind(&retry_ats)
+    .bind(&released)
+    .bind(only_expired)
+    .bind(now)
+    .fetch_all(pool)
+    .await
+    .map_err(db("recording finished attempts"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, status)| (id, status.parse().unwrap_or(RunStatus::SystemFailure)))
+        .collect())
+}
+
+/// A lease that expired: its holder stopped heartbeating.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiredLease {
+    /// The run.
+    pub run_id: Uuid,
+    /// The attempt the lease was for.
+    pub attempt: u32,
+    /// That attempt's number among attempts that count against `max_attempts`.
+    pub counted_attempt: u32,
+    /// Attempts the run may use in all.
+    pub max_attempts: u32,
+}
+
+/// Reads up to `limit` leases that expired before `now`, oldest first.
+pub async fn lease_list_expired(
+    pool: &Pool,
+    limit: u32,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<ExpiredLease>> {
+    let rows: Vec<(Uuid, i32, i32, i32)> = sqlx::query_as(
+        "SELECT l.run_id, l.attempt, l.attempt - r.released_attempts, r.max_attempts
+           FROM kiln.leases l JOIN kiln.runs r ON r.id = l.run_id
+          WHERE l.expires_at < coalesce($2, now())
+          ORDER BY l.expires_at
+          LIMIT $1",
+    )
+    .bind(limit as i64)
+    .bind(now)
+    .fetch_all(pool)
+    .await
+    .map_err(db("finding expired leases"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, attempt, counted, max)| ExpiredLease {
+            run_id,
+            attempt: attempt as u32,
+            counted_attempt: counted as u32,
+            max_attempts: max as u32,
+        })
+        .collect())
+}

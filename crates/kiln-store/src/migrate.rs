@@ -1,0 +1,117 @@
+//! Embedded migrations, applied in order under an advisory lock so that many workers starting at
+//! once migrate exactly once.
+
+use sqlx::Connection;
+
+use crate::error::db;
+use crate::{Pool, Result, StoreError};
+
+/// One migration: version, name and SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Applied in ascending order.
+    pub version: i32,
+    /// File name without the version.
+    pub name: &'static str,
+    /// The SQL, run in one transaction.
+    pub sql: &'static str,
+}
+
+/// Every migration this build knows, in order.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        sql: include_str!("../../../migrations/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "trigger_and_claim",
+        sql: include_str!("../../../migrations/0002_trigger_and_claim.sql"),
+    },
+];
+
+/// Advisory lock key that serializes migrations ("kiln" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6b69_6c6e;
+
+/// FNV-1a, to notice a migration edited after it was applied.
+fn checksum(sql: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sql.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Applies every pending migration. Returns the versions applied now.
+pub async fn migrate(pool: &Pool) -> Result<Vec<i32>> {
+    let mut conn = pool.acquire().await.map_err(db("connecting to migrate"))?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("taking the migration lock"))?;
+    let result = apply_pending(&mut conn).await;
+    let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    let applied = result?;
+    unlock.map_err(db("releasing the migration lock"))?;
+    Ok(applied)
+}
+
+async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<i32>> {
+    sqlx::raw_sql(
+        "CREATE SCHEMA IF NOT EXISTS kiln;
+         CREATE TABLE IF NOT EXISTS kiln.schema_migrations (
+             version integer PRIMARY KEY,
+             name text NOT NULL,
+             checksum text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(db("creating kiln.schema_migrations"))?;
+    let applied: Vec<(i32, String)> =
+        sqlx::query_as("SELECT version, checksum FROM kiln.schema_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db("reading applied migrations"))?;
+    for (version, sum) in &applied {
+        match MIGRATIONS.iter().find(|m| m.version == *version) {
+            Some(m) if checksum(m.sql) != *sum => {
+                return Err(StoreError::Migration(format!(
+                    "migration {version} ({}) was changed after it was applied to this database; \
+                     restore the original file and add a new migration instead",
+                    m.name
+                )))
+            }
+            Some(_) => {}
+            None => {
+                return Err(StoreError::Migration(format!(
+                    "this database has migration {version}, which this build of Kiln does not \
+                     know: it was migrated by a newer Kiln; upgrade this binary"
+                )))
+            }
+        }
+    }
+    let mut newly = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)) {
+        let mut tx = conn.begin().await.map_err(db("starting a migration"))?;
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| {
+            StoreError::Migration(format!("migration {} ({}) failed: {e}", m.version, m.name))
+        })?;
+        sqlx::query("INSERT INTO kiln.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(checksum(m.sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recording a migration"))?;
+        tx.commit().await.map_err(db("committing a migration"))?;
+        newly.push(m.version);
+    }
+    Ok(newly)
+}

@@ -1,0 +1,152 @@
+//! `kiln.queues` and `kiln.queue_keys`: limits, pausing, live counts and key bookkeeping.
+
+use chrono::{DateTime, Utc};
+
+use crate::error::db;
+use crate::{Pool, Result, StoreError};
+
+/// A queue with its limits and live counts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueRow {
+    /// Queue name.
+    pub name: String,
+    /// Limit declared in code (per key when runs carry concurrency keys).
+    pub concurrency_limit: Option<i32>,
+    /// Operator's override of the limit, which wins over the declared one.
+    pub limit_override: Option<i32>,
+    /// Limit across all keys.
+    pub total_limit: Option<i32>,
+    /// Paused queues are not claimed from.
+    pub paused: bool,
+    /// Runs executing now.
+    pub running: i64,
+    /// Runs waiting, including delayed runs and retries.
+    pub queued: i64,
+}
+
+impl QueueRow {
+    /// The limit the claim applies: the override, else the declared limit.
+    pub fn effective_limit(&self) -> Option<i32> {
+        self.limit_override.or(self.concurrency_limit)
+    }
+}
+
+const QUEUE_COLUMNS: &str = "q.name, q.concurrency_limit, q.limit_override, q.total_limit, q.paused,
+    (SELECT count(*) FROM kiln.leases l WHERE l.queue = q.name) AS running,
+    (SELECT count(*) FROM kiln.ready r WHERE r.queue = q.name) AS queued";
+
+type QueueTuple = (String, Option<i32>, Option<i32>, Option<i32>, bool, i64, i64);
+
+fn queue_row(t: QueueTuple) -> QueueRow {
+    QueueRow {
+        name: t.0,
+        concurrency_limit: t.1,
+        limit_override: t.2,
+        total_limit: t.3,
+        paused: t.4,
+        running: t.5,
+        queued: t.6,
+    }
+}
+
+/// Lists every queue with its live counts.
+pub async fn queue_list(pool: &Pool) -> Result<Vec<QueueRow>> {
+    let rows: Vec<QueueTuple> =
+        sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM kiln.queues q ORDER BY q.name"))
+            .fetch_all(pool)
+            .await
+            .map_err(db("listing queues"))?;
+    Ok(rows.into_iter().map(queue_row).collect())
+}
+
+/// One queue with its live counts.
+pub async fn queue_get(pool: &Pool, name: &str) -> Result<Option<QueueRow>> {
+    let row: Option<QueueTuple> =
+        sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM kiln.queues q WHERE q.name = $1"))
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .map_err(db("reading a queue"))?;
+    Ok(row.map(queue_row))
+}
+
+fn unknown_queue(name: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "queue {name:?} does not exist: `kiln queues list` shows the queues workers registered"
+    ))
+}
+
+/// Pauses or resumes a queue. A paused queue keeps its runs; no new run starts until resumed.
+pub async fn queue_set_paused(pool: &Pool, name: &str, paused: bool) -> Result<()> {
+    let done = sqlx::query("UPDATE kiln.queues SET paused = $2, updated_at = now() WHERE name = $1")
+        .bind(name)
+        .bind(paused)
+        .execute(pool)
+        .await
+        .map_err(db("pausing or resuming a queue"))?;
+    if done.rows_affected() == 0 {
+        return Err(unknown_queue(name));
+    }
+    if !paused {
+        sqlx::query("SELECT pg_notify('kiln_ready', $1)")
+            .bind(name)
+            .execute(pool)
+            .await
+            .map_err(db("waking workers for a resumed queue"))?;
+    }
+    Ok(())
+}
+
+/// Sets (or with `None`, clears) the operator's limit override of a queue.
+pub async fn queue_set_limit_override(pool: &Pool, name: &str, limit: Option<i32>) -> Result<()> {
+    if let Some(l) = limit {
+        if l < 0 {
+            return Err(StoreError::Invalid(format!(
+                "a queue limit must be 0 or more, got {l} (0 stops new runs like a pause)"
+            )));
+        }
+    }
+    let done = sqlx::query(
+        "UPDATE kiln.queues SET limit_override = $2, updated_at = now() WHERE name = $1",
+    )
+    .bind(name)
+    .bind(limit)
+    .execute(pool)
+    .await
+    .map_err(db("setting a queue limit"))?;
+    if done.rows_affected() == 0 {
+        return Err(unknown_queue(name));
+    }
+    Ok(())
+}
+
+/// Adds missing `queue_keys` rows for ready runs and drops keys with nothing waiting or running
+/// that were not served for `idle_for`. Returns (added, dropped).
+pub async fn queue_key_repair(
+    pool: &Pool,
+    idle_before: DateTime<Utc>,
+) -> Result<(u64, u64)> {
+    let added = sqlx::query(
+        "INSERT INTO kiln.queue_keys (queue, concurrency_key)
+         SELECT DISTINCT r.queue, r.concurrency_key FROM kiln.ready r
+         ON CONFLICT DO NOTHING",
+    )
+    .execute(pool)
+    .await
+    .map_err(db("repairing queue keys"))?
+    .rows_affected();
+    let dropped = sqlx::query(
+        "DELETE FROM kiln.queue_keys k
+          WHERE coalesce(k.last_served_at, k.created_at) < $1
+            AND NOT EXISTS (SELECT 1 FROM kiln.ready r
+                             WHERE r.queue = k.queue AND r.concurrency_key = k.concurrency_key)
+            AND NOT EXISTS (SELECT 1 FROM kiln.leases l
+                             WHERE l.queue = k.queue AND l.concurrency_key = k.concurrency_key)",
+    )
+    .bind(idle_before)
+    .execute(pool)
+    .await
+    .map_err(db("dropping idle queue keys"))?
+    .rows_affected();
+    Ok((added, dropped))
+}

@@ -1,0 +1,330 @@
+//! `kiln.runs` and `kiln.attempts`: inserting, reading, listing, canceling and replaying runs.
+
+use chrono::{DateTime, Utc};
+use kiln_core::{Attempt, Delay, ErrorRecord, Run, RunStatus, TaskDefinition, TriggerOptions};
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::error::db;
+use crate::{Pool, Result, StoreError};
+
+/// One run to insert: its payload and options.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The payload, as JSON.
+    pub payload: serde_json::Value,
+    /// The caller's options.
+    pub options: TriggerOptions,
+}
+
+/// What a trigger produced for one spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertedRun {
+    /// The run's id (an existing run's when cached).
+    pub id: Uuid,
+    /// True when a live idempotency key returned an existing run.
+    pub is_cached: bool,
+}
+
+/// The JSON spec `kiln.trigger_runs` takes for one run.
+fn spec_json(spec: &RunSpec) -> serde_json::Value {
+    let o = &spec.options;
+    let mut map = serde_json::Map::new();
+    map.insert("payload".into(), spec.payload.clone());
+    let mut put = |key: &str, value: serde_json::Value| {
+        map.insert(key.into(), value);
+    };
+    if let Some(v) = &o.concurrency_key {
+        put("concurrency_key", v.as_str().into());
+    }
+    if let Some(v) = &o.idempotency_key {
+        put("idempotency_key", v.as_str().into());
+    }
+    if let Some(v) = o.idempotency_key_ttl {
+        put("idempotency_key_ttl_ms", (v.as_millis() as u64).into());
+    }
+    match o.delay {
+        Some(Delay::For(d)) => put("delay_ms", (d.as_millis() as u64).into()),
+        Some(Delay::Until(at)) => put("delay_until", at.to_rfc3339().into()),
+        None => {}
+    }
+    if let Some(v) = o.ttl {
+        put("ttl_ms", (v.as_millis() as u64).into());
+    }
+    if let Some(v) = o.priority {
+        put("priority_s", v.as_secs().into());
+    }
+    if !o.tags.is_empty() {
+        put("tags", o.tags.clone().into());
+    }
+    if let Some(v) = &o.metadata {
+        put("metadata", v.clone());
+    }
+    if let Some(v) = o.max_attempts {
+        put("max_attempts", v.into());
+    }
+    if let Some(v) = o.max_duration {
+        put("max_duration_ms", (v.as_millis() as u64).into());
+    }
+    if let Some(v) = &o.queue {
+        put("queue", v.as_str().into());
+    }
+    for (key, id) in
+        [("parent_run_id", o.parent_run_id), ("root_run_id", o.root_run_id), ("replay_of", o.replay_of)]
+    {
+        if let Some(id) = id {
+            put(key, id.to_string().into());
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+/// The JSON form of a compiled task definition that `kiln.trigger_runs` takes.
+pub fn definition_json(definition: &TaskDefinition) -> serde_json::Value {
+    serde_json::json!({
+        "queue": definition.queue_name(),
+        "max_attempts": definition.retry.max_attempts,
+        "retry": definition.retry,
+        "max_duration_ms": definition.max_duration.map(|d| d.as_millis() as u64),
+        "ttl_ms": definition.ttl.map(|d| d.as_millis() as u64),
+        "priority_s": definition.priority.as_secs(),
+    })
+}
+
+/// Inserts runs of one task in one statement, through `kiln.trigger_runs`. `definition` is the
+/// caller's compiled definition (typed triggers); `None` uses the registered one. Works on a pool
+/// or inside the caller's transaction.
+pub async fn run_insert_many<'e>(
+    executor: impl PgExecutor<'e>,
+    task_id: &str,
+    definition: Option<&TaskDefinition>,
+    specs: &[RunSpec],
+    allow_unregistered: bool,
+) -> Result<Vec<InsertedRun>> {
+    let specs_json: Vec<serde_json::Value> = specs.iter().map(spec_json).collect();
+    let rows: Vec<(i32, Option<Uuid>, bool)> = sqlx::query_as(
+        "SELECT idx, run_id, is_cached FROM kiln.trigger_runs($1, $2::jsonb[], $3, $4)",
+    )
+    .bind(task_id)
+    .bind(&specs_json)
+    .bind(definition.map(definition_json))
+    .bind(allow_unregistered)
+    .fetch_all(executor)
+    .await
+    .map_err(db("triggering runs"))?;
+    rows.into_iter()
+        .map(|(idx, id, is_cached)| {
+            let id = id.ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "run {idx} of the batch for task {task_id:?} was neither inserted nor found by \
+                     its idempotency key; trigger it again"
+                ))
+            })?;
+            Ok(InsertedRun { id, is_cached })
+        })
+        .collect()
+}
+
+const RUN_COLUMNS: &str = "id, task_id, queue, concurrency_key, status::text AS status, payload,
+    output, error, attempts, max_attempts, priority_s, tags, metadata, idempotency_key,
+    parent_run_id, root_run_id, replay_of, created_at, available_at, expires_at, started_at,
+    finished_at, updated_at";
+
+fn run_from_row(row: &PgRow) -> std::result::Result<Run, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let error: Option<serde_json::Value> = row.try_get("error")?;
+    Ok(Run {
+        id: row.try_get("id")?,
+        task_id: row.try_get("task_id")?,
+        queue: row.try_get("queue")?,
+        concurrency_key: row.try_get("concurrency_key")?,
+        status: status.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        payload: row.try_get("payload")?,
+        output: row.try_get("output")?,
+        error: error.and_then(|e| serde_json::from_value::<ErrorRecord>(e).ok()),
+        attempts: row.try_get::<i32, _>("attempts")? as u32,
+        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+        priority_s: row.try_get("priority_s")?,
+        tags: row.try_get("tags")?,
+        metadata: row.try_get("metadata")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        parent_run_id: row.try_get("parent_run_id")?,
+        root_run_id: row.try_get("root_run_id")?,
+        replay_of: row.try_get("replay_of")?,
+        created_at: row.try_get("created_at")?,
+        available_at: row.try_get("available_at")?,
+        expires_at: row.try_get("expires_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        updated_at: row.try_get("updated_at")?,
+        attempt_list: Vec::new(),
+    })
+}
+
+/// One run with its attempts (finished ones, then the executing one if any), or `None`.
+pub async fn run_get(pool: &Pool, id: Uuid) -> Result<Option<Run>> {
+    let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM kiln.runs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db("reading a run"))?;
+    let Some(row) = row else { return Ok(None) };
+    let mut run = run_from_row(&row).map_err(db("reading a run"))?;
+    let attempts: Vec<(i32, String, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<serde_json::Value>)> =
+        sqlx::query_as(
+            "SELECT number, worker_id, status, started_at, finished_at, error
+               FROM kiln.attempts WHERE run_id = $1
+             UNION ALL
+             SELECT attempt, worker_id, 'executing', started_at, NULL, NULL
+               FROM kiln.leases WHERE run_id = $1
+             ORDER BY 1",
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .map_err(db("reading a run's attempts"))?;
+    run.attempt_list = attempts
+        .into_iter()
+        .map(|(number, worker_id, status, started_at, finished_at, error)| Attempt {
+            number: number as u32,
+            worker_id,
+            status,
+            started_at,
+            finished_at,
+            error: error.and_then(|e| serde_json::from_value(e).ok()),
+        })
+        .collect();
+    Ok(Some(run))
+}
+
+/// Filters of a run listing; every field is optional and they combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs of these tasks.
+    pub task_ids: Vec<String>,
+    /// Only runs in these statuses.
+    pub statuses: Vec<RunStatus>,
+    /// Only runs in this queue.
+    pub queue: Option<String>,
+    /// Only runs carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Only runs with this concurrency key.
+    pub concurrency_key: Option<String>,
+    /// Only runs triggered at or after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only runs triggered before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only children of this run.
+    pub parent_run_id: Option<Uuid>,
+    /// Continue after this run id (the previous page's `next_cursor`).
+    pub cursor: Option<Uuid>,
+    /// Page size: 1 to [`MAX_PAGE_SIZE`]; [`DEFAULT_PAGE_SIZE`] when `None`.
+    pub limit: Option<u32>,
+}
+
+/// Runs per page when no limit is given.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Most runs one page may hold.
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// One page of runs, newest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunPage {
+    /// The runs, newest first (attempt lists left empty).
+    pub runs: Vec<Run>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// Lists runs newest first, filtered, with cursor pagination.
+pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
+    let limit = filter.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(StoreError::Invalid(format!(
+            "page size must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
+        )));
+    }
+    let mut q = sqlx::QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM kiln.runs WHERE true"));
+    if !filter.task_ids.is_empty() {
+        q.push(" AND task_id = ANY(").push_bind(filter.task_ids.clone()).push(")");
+    }
+    if !filter.statuses.is_empty() {
+        let names: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        q.push(" AND status::text = ANY(").push_bind(names).push(")");
+    }
+    if let Some(queue) = &filter.queue {
+        q.push(" AND queue = ").push_bind(queue.clone());
+    }
+    if !filter.tags.is_empty() {
+        q.push(" AND tags @> ").push_bind(filter.tags.clone());
+    }
+    if let Some(key) = &filter.concurrency_key {
+        q.push(" AND concurrency_key = ").push_bind(key.clone());
+    }
+    if let Some(at) = filter.created_after {
+        q.push(" AND created_at >= ").push_bind(at);
+    }
+    if let Some(at) = filter.created_before {
+        q.push(" AND created_at < ").push_bind(at);
+    }
+    if let Some(parent) = filter.parent_run_id {
+        q.push(" AND parent_run_id = ").push_bind(parent);
+    }
+    if let Some(cursor) = filter.cursor {
+        q.push(" AND id < ").push_bind(cursor);
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit) + 1);
+    let rows = q.build().fetch_all(pool).await.map_err(db("listing runs"))?;
+    let mut runs =
+        rows.iter().map(run_from_row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing runs"))?;
+    let next_cursor = if runs.len() > limit as usize {
+        runs.truncate(limit as usize);
+        runs.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok(RunPage { runs, next_cursor })
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The run was waiting or executing and is now canceled (an executing run's worker is told).
+    Canceled {
+        /// Its status before the cancel.
+        was: RunStatus,
+    },
+    /// The run had already finished with this status; nothing changed.
+    AlreadyFinished(RunStatus),
+    /// No run has this id.
+    NotFound,
+}
+
+/// Cancels a run that has not finished. A waiting run leaves the queue at once; an executing run's
+/// worker is notified (channel `kiln_cancel`) and fires the run's cancellation token, and its lease
+/// (and concurrency slot) is held until the body has stopped.
+pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "WITH target AS (SELECT id, status FROM kiln.runs WHERE id = $1 FOR UPDATE),
+         canceled AS (
+             UPDATE kiln.runs r
+                SET status = 'canceled', finished_at = now(), updated_at = now(),
+                    error = jsonb_build_object('kind', 'canceled', 'message', 'canceled by request')
+               FROM target t
+              WHERE r.id = t.id AND t.status IN ('delayed', 'queued', 'executing', 'waiting')
+             RETURNING r.id),
+         unqueued AS (DELETE FROM kiln.ready WHERE run_id IN (SELECT id FROM canceled)),
+         told AS (SELECT pg_notify('kiln_cancel', t.id::text) FROM target t
+                   WHERE t.status = 'executing' AND EXISTS (SELECT 1 FROM canceled))
+         SELECT t.status::text, (SELECT count(*) FROM canceled) + 0 * (SELECT count(*) FROM told)
+           FROM target t",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db("canceling a run"))?;
+    let Some((status, canceled)) = row else { return Ok(CancelOutcome::NotFound) };
+    let was: RunStatus = status.parse().map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
+    Ok(if canceled > 0 { CancelOutcome::Canceled { was } } else { CancelOutcome::AlreadyFinished(was) })
+}
