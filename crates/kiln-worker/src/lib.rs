@@ -1,1 +1,48 @@
-//! placeholder
+//! Kiln's worker runtime.
+//!
+//! A worker claims runs of the tasks it registered (a batch sized to its free slots, in one
+//! statement that enforces every queue's global limits), executes each body on tokio with its
+//! [`Context`](kiln_core::Context), extends leases with heartbeats, records outcomes in batches,
+//! and runs the maintenance services (rescuer, delayed promoter, expirer, key repair). It wakes on
+//! LISTEN/NOTIFY and polls as a fallback. SIGTERM drains; `kill -9` loses nothing: the lease
+//! expires and another worker's rescuer queues the run again.
+//!
+//! ```no_run
+//! # kiln_core::task! { pub Noop { id: "noop", run: async |_c: kiln_core::Context, _p: ()| -> kiln_core::Result<()> { Ok(()) } } }
+//! # async fn demo() -> Result<(), kiln_worker::WorkerError> {
+//! kiln_worker::Worker::builder()
+//!     .database_url("postgres://localhost/app")
+//!     .register(Noop)
+//!     .concurrency(100)
+//!     .run()
+//!     .await
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod completer;
+mod config;
+mod execute;
+mod inflight;
+mod maintenance;
+mod registry;
+mod worker;
+
+pub use config::*;
+pub use maintenance::{Rescuer, DEFAULT_KEY_IDLE, DEFAULT_KEY_REPAIR_INTERVAL, DEFAULT_MAINTENANCE_BATCH, DEFAULT_RESCUE_BATCH};
+pub use worker::{Worker, WorkerBuilder};
+
+/// Why a worker could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The worker was configured in a way that cannot work.
+    #[error("worker misconfigured: {0}")]
+    Config(String),
+    /// The database could not be reached.
+    #[error("cannot connect to PostgreSQL: {0}; check DATABASE_URL and that the server is running")]
+    Connect(#[source] sqlx::Error),
+    /// A store call failed while starting.
+    #[error(transparent)]
+    Store(#[from] kiln_store::StoreError),
+}

@@ -1,0 +1,96 @@
+//! The worker's settings and their defaults, in one place.
+
+use std::time::Duration;
+
+/// Runs one worker process executes at once, unless set.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+/// How long a claimed run's lease lasts without a heartbeat.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// How often leases of in-flight runs are extended (a third of the lease).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the fetch loop polls when no notification arrives.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Most runs one claim statement takes.
+pub const DEFAULT_CLAIM_BATCH: usize = 500;
+/// Most attempt outcomes one completion statement records.
+pub const DEFAULT_COMPLETION_BATCH: usize = 1_000;
+/// How long in-flight runs may finish after SIGTERM before they are handed back.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a body may keep running after its cancellation token fired before it is dropped.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
+/// How often each maintenance service runs.
+pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// Connections a worker's pool opens at most.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// Pause after a claim skipped a queue another worker was claiming.
+pub const CONTENDED_RETRY: Duration = Duration::from_millis(5);
+/// Longest pause between retries of a failing database call.
+pub const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Every tunable of a worker. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Runs this process executes at once.
+    pub concurrency: usize,
+    /// Lease length.
+    pub lease: Duration,
+    /// Heartbeat period; keep it well under `lease`.
+    pub heartbeat_interval: Duration,
+    /// Poll period when idle.
+    pub poll_interval: Duration,
+    /// Most runs per claim.
+    pub claim_batch: usize,
+    /// Most outcomes per completion statement.
+    pub completion_batch: usize,
+    /// Time given to in-flight runs on shutdown.
+    pub shutdown_grace: Duration,
+    /// Time a body gets after its token fired.
+    pub cancel_grace: Duration,
+    /// Period of the maintenance services (rescuer, delayed promoter, expirer, key repair).
+    pub maintenance_interval: Duration,
+    /// Run the maintenance services in this process.
+    pub run_maintenance: bool,
+    /// Apply pending migrations at start.
+    pub migrate: bool,
+    /// Pool size when the worker opens its own pool.
+    pub max_connections: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: DEFAULT_CONCURRENCY,
+            lease: DEFAULT_LEASE,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            claim_batch: DEFAULT_CLAIM_BATCH,
+            completion_batch: DEFAULT_COMPLETION_BATCH,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
+            maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
+            run_maintenance: true,
+            migrate: true,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks the settings, naming the first one that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("concurrency must be at least 1".into());
+        }
+        if self.heartbeat_interval >= self.lease {
+            return Err(format!(
+                "heartbeat_interval ({:?}) must be shorter than lease ({:?}), or leases expire \
+                 between heartbeats",
+                self.heartbeat_interval, self.lease
+            ));
+        }
+        if self.claim_batch == 0 || self.completion_batch == 0 {
+            return Err("claim_batch and completion_batch must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Registered tasks, with their types erased so runs can be dispatched by task id.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kiln_core::{Context, Error, ErrorKind, Task, TaskDefinition};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A task the worker can run from a JSON payload.
+pub(crate) trait ErasedTask: Send + Sync {
+    fn definition(&self) -> &'static TaskDefinition;
+    fn call(&self, ctx: Context, payload: serde_json::Value) -> BoxFuture<Result<serde_json::Value, Error>>;
+}
+
+struct Registered<T: Task>(Arc<T>);
+
+impl<T: Task> ErasedTask for Registered<T> {
+    fn definition(&self) -> &'static TaskDefinition {
+        &T::DEFINITION
+    }
+
+    fn call(&self, ctx: Context, payload: serde_json::Value) -> BoxFuture<Result<serde_json::Value, Error>> {
+        let task = Arc::clone(&self.0);
+        Box::pin(async move {
+            let payload = decode_payload::<T>(payload)?;
+            let output = task.run(ctx, payload).await?;
+            serde_json::to_value(output).map_err(|e| {
+                Error::msg(format!("the output of task {:?} does not serialize to JSON: {e}", T::ID))
+            })
+        })
+    }
+}
+
+/// Decodes a payload, naming the task, the field and what was expected when it does not fit.
+pub(crate) fn decode_payload<T: Task>(payload: serde_json::Value) -> Result<T::Payload, Error> {
+    serde_path_to_error::deserialize(payload).map_err(|e| {
+        let path = e.path().to_string();
+        let place = if path == "." { "the payload".to_owned() } else { format!("field `{path}`") };
+        Error::with_kind(
+            ErrorKind::Payload,
+            format!(
+                "payload of task {:?} does not match its type {}: {place}: {}",
+                T::ID,
+                std::any::type_name::<T::Payload>(),
+                e.inner()
+            ),
+        )
+    })
+}
+
+/// The tasks of one worker, by id.
+#[derive(Default, Clone)]
+pub(crate) struct Registry {
+    tasks: HashMap<&'static str, Arc<dyn ErasedTask>>,
+}
+
+impl Registry {
+    pub(crate) fn insert<T: Task>(&mut self, task: T) -> Result<(), String> {
+        T::DEFINITION.validate().map_err(|e| format!("task {:?}: {e}", T::ID))?;
+        if self.tasks.insert(T::ID, Arc::new(Registered(Arc::new(task)))).is_some() {
+            return Err(format!("task {:?} is registered twice on this worker", T::ID));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Arc<dyn ErasedTask>> {
+        self.tasks.get(id)
+    }
+
+    pub(crate) fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.tasks.keys().map(|id| (*id).to_owned()).collect();
+        ids.sort();
+        ids
+    }
+
+    pub(crate) fn definitions(&self) -> impl Iterator<Item = &'static TaskDefinition> + '_ {
+        self.tasks.values().map(|t| t.definition())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_core::{task, Context, Result};
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct SyncPayload {
+        ws_id: String,
+        full: bool,
+    }
+
+    task! {
+        SyncTask {
+            id: "google-calendar-sync",
+            run: async |_ctx: Context, payload: SyncPayload| -> Result<String> { Ok(payload.ws_id) }
+        }
+    }
+
+    #[test]
+    fn a_payload_that_does_not_decode_names_task_field_and_expected_type() {
+        let error = decode_payload::<SyncTask>(serde_json::json!({"ws_id": 5, "full": true}))
+            .err()
+            .expect("an integer is not a string");
+        let message = &error.record().message;
+        assert!(error.is_abort());
+        assert!(message.contains("\"google-calendar-sync\""), "{message}");
+        assert!(message.contains("field `ws_id`"), "{message}");
+        assert!(message.contains("expected a string"), "{message}");
+
+        let error = decode_payload::<SyncTask>(serde_json::json!({"ws_id": "w1"}))
+            .err()
+            .expect("full is missing");
+        assert!(error.record().message.contains("missing field `full`"), "{}", error.record().message);
+    }
+}

@@ -1,0 +1,435 @@
+//! The worker: claims runs, executes them, keeps their leases alive, records their outcomes,
+//! and drains on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_core::Task;
+use kiln_store::lease::{lease_claim, lease_heartbeat, AttemptEnd, ClaimedRun};
+use kiln_store::task::task_register;
+use kiln_store::Pool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::completer::run_completer;
+use crate::config::{WorkerConfig, CONTENDED_RETRY, MAX_ERROR_BACKOFF};
+use crate::execute::execute;
+use crate::inflight::{InFlightRuns, StopReason};
+use crate::maintenance::run_maintenance;
+use crate::registry::Registry;
+use crate::WorkerError;
+
+/// Channel on which inserts into `kiln.ready` are announced.
+const READY_CHANNEL: &str = "kiln_ready";
+/// Channel on which cancels of executing runs are announced.
+const CANCEL_CHANNEL: &str = "kiln_cancel";
+
+/// Builds a [`Worker`]: `Worker::builder().database_url(url).register(MyTask).concurrency(50)`.
+#[derive(Default)]
+pub struct WorkerBuilder {
+    database_url: Option<String>,
+    pool: Option<Pool>,
+    registry: Registry,
+    errors: Vec<String>,
+    worker_id: Option<String>,
+    config: WorkerConfig,
+}
+
+impl WorkerBuilder {
+    /// Connects to this database (ignored when [`WorkerBuilder::pool`] is given).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Uses an existing pool.
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Registers a task: this worker runs its runs, and its definition is recorded at start.
+    pub fn register<T: Task>(mut self, task: T) -> Self {
+        if let Err(e) = self.registry.insert(task) {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// Runs this process executes at once (its own limit, beside the global queue limits).
+    pub fn concurrency(mut self, runs: usize) -> Self {
+        self.config.concurrency = runs;
+        self
+    }
+
+    /// Names this worker in leases and attempts (default: host, pid and a random suffix).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Replaces every setting at once.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Changes settings in place: `.configure(|c| c.lease = Duration::from_secs(10))`.
+    pub fn configure(mut self, change: impl FnOnce(&mut WorkerConfig)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// Connects, migrates (unless disabled) and registers the tasks.
+    pub async fn build(self) -> Result<Worker, WorkerError> {
+        if let Some(error) = self.errors.into_iter().next() {
+            return Err(WorkerError::Config(error));
+        }
+        if self.registry.is_empty() {
+            return Err(WorkerError::Config(
+                "no task is registered: call .register(MyTask) for each task this worker runs".into(),
+            ));
+        }
+        self.config.validate().map_err(WorkerError::Config)?;
+        let pool = match (self.pool, self.database_url) {
+            (Some(pool), _) => pool,
+            (None, Some(url)) => PgPoolOptions::new()
+                .max_connections(self.config.max_connections)
+                .connect(&url)
+                .await
+                .map_err(WorkerError::Connect)?,
+            (None, None) => {
+                return Err(WorkerError::Config(
+                    "no database: call .database_url(..) or .pool(..)".into(),
+                ))
+            }
+        };
+        if self.config.migrate {
+            kiln_store::migrate(&pool).await?;
+        }
+        for definition in self.registry.definitions() {
+            task_register(&pool, definition).await?;
+        }
+        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        Ok(Worker { inner: Arc::new(Inner { pool, registry: self.registry, worker_id, config: self.config }) })
+    }
+
+    /// Builds and runs the worker until SIGTERM or Ctrl-C (see [`Worker::run`]).
+    pub async fn run(self) -> Result<(), WorkerError> {
+        self.build().await?.run().await
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+struct Inner {
+    pool: Pool,
+    registry: Registry,
+    worker_id: String,
+    config: WorkerConfig,
+}
+
+/// A worker process's runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("worker_id", &self.inner.worker_id).finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts building a worker.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+
+    /// This worker's id, as recorded in leases and attempts.
+    pub fn id(&self) -> &str {
+        &self.inner.worker_id
+    }
+
+    /// The pool the worker uses.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Runs until SIGTERM or Ctrl-C. The first signal drains: no new claims, in-flight runs get
+    /// the shutdown grace period, then the rest are handed back to the queue. A second signal
+    /// returns at once (leases of runs still executing expire and are rescued elsewhere).
+    pub async fn run(&self) -> Result<(), WorkerError> {
+        let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let signals = tokio::spawn(watch_signals(shutdown.clone(), abort.clone()));
+        let result = tokio::select! {
+            result = self.run_until(shutdown) => result,
+            _ = abort.cancelled() => {
+                tracing::warn!("second signal: exiting without waiting for in-flight runs");
+                Ok(())
+            }
+        };
+        signals.abort();
+        result
+    }
+
+    /// Runs until `shutdown` fires, then drains as [`Worker::run`] does on the first signal.
+    pub async fn run_until(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let task_ids = inner.registry.ids();
+        tracing::info!(worker_id = %inner.worker_id, tasks = ?task_ids, concurrency = config.concurrency, "worker started");
+
+        let wake = Arc::new(Notify::new());
+        let slot_freed = Arc::new(Notify::new());
+        let inflight = InFlightRuns::default();
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel::<AttemptEnd>();
+        let background = CancellationToken::new();
+
+        let completer =
+            tokio::spawn(run_completer(inner.pool.clone(), outcomes_rx, config.completion_batch));
+        let listener = tokio::spawn(listen(
+            inner.pool.clone(),
+            Arc::clone(&wake),
+            inflight.clone(),
+            background.clone(),
+        ));
+        let heartbeat = tokio::spawn(heartbeat(
+            inner.pool.clone(),
+            inner.worker_id.clone(),
+            inflight.clone(),
+            config.clone(),
+            background.clone(),
+        ));
+        let maintenance = config.run_maintenance.then(|| {
+            tokio::spawn(run_maintenance(inner.pool.clone(), config.maintenance_interval, background.clone()))
+        });
+        let mut bodies = tokio::task::JoinSet::new();
+
+        let mut more_waiting = true;
+        let mut error_backoff = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            while bodies.try_join_next().is_some() {}
+            let free = slots.available_permits().min(config.claim_batch);
+            if free == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = slot_freed.notified() => continue,
+                }
+            }
+            if !more_waiting {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(config.poll_interval) => {}
+                }
+            }
+            let claim =
+                lease_claim(&inner.pool, &inner.worker_id, &task_ids, free as u32, config.lease, None).await;
+            match claim {
+                Ok(claim) => {
+                    error_backoff = Duration::from_millis(50);
+                    more_waiting = claim.runs.len() == free;
+                    for run in claim.runs {
+                        let permit = Arc::clone(&slots).try_acquire_owned().expect("claimed within free slots");
+                        let flight = inflight.insert(run.run_id, run.attempt);
+                        let span = run_span(&run);
+                        let registry = inner.registry.clone();
+                        let outcomes = outcomes_tx.clone();
+                        let inflight = inflight.clone();
+                        let slot_freed = Arc::clone(&slot_freed);
+                        let cancel_grace = config.cancel_grace;
+                        bodies.spawn(
+                            async move {
+                                let run_id = run.run_id;
+                                tracing::debug!("attempt started");
+                                let end = execute(&registry, run, flight, cancel_grace).await;
+                                tracing::debug!(outcome = end.outcome.as_str(), retry = end.retry_at.is_some(), "attempt ended");
+                                if let Some(error) = &end.error {
+                                    tracing::warn!(kind = ?error.kind, error = %error.message, retry = end.retry_at.is_some(), "attempt failed");
+                                }
+                                inflight.remove(run_id);
+                                let _ = outcomes.send(end);
+                                drop(permit);
+                                slot_freed.notify_one();
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    if claim.contended && !more_waiting {
+                        more_waiting = true;
+                        tokio::time::sleep(CONTENDED_RETRY.mul_f64(1.0 + fastrand::f64())).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "claiming runs failed; retrying");
+                    more_waiting = true;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(error_backoff) => {}
+                    }
+                    error_backoff = (error_backoff * 2).min(MAX_ERROR_BACKOFF);
+                }
+            }
+        }
+
+        // Drain: in-flight runs get the grace period, then are stopped and handed back.
+        tracing::info!(in_flight = inflight.len(), "worker stopping: no new claims; draining");
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while bodies.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(in_flight = inflight.len(), "shutdown grace ran out; handing the remaining runs back");
+            inflight.stop_all(StopReason::Shutdown);
+            while bodies.join_next().await.is_some() {}
+        }
+        drop(outcomes_tx);
+        let _ = completer.await;
+        background.cancel();
+        let _ = listener.await;
+        let _ = heartbeat.await;
+        if let Some(maintenance) = maintenance {
+            let _ = maintenance.await;
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+fn run_span(run: &ClaimedRun) -> tracing::Span {
+    tracing::info_span!(
+        "run",
+        run_id = %run.run_id,
+        task = %run.task_id,
+        queue = %run.queue,
+        key = run.concurrency_key.as_deref().unwrap_or(""),
+        attempt = run.attempt,
+    )
+}
+
+async fn watch_signals(shutdown: CancellationToken, abort: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the worker");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            let _ = tokio::signal::ctrl_c().await;
+            abort.cancel();
+            return;
+        }
+    };
+    for token in [shutdown, abort] {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stop signal received");
+        token.cancel();
+    }
+}
+
+/// LISTENs for new ready runs (wakes the fetch loop) and for cancels (fires run tokens).
+/// Reconnects on its own; the fetch loop's poll covers the gaps.
+async fn listen(pool: Pool, wake: Arc<Notify>, inflight: InFlightRuns, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::warn!(%error, "cannot open the notification connection; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen_all([READY_CHANNEL, CANCEL_CHANNEL]).await {
+            tracing::warn!(%error, "cannot LISTEN; retrying");
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        // Anything inserted while not listening is found by this wake-up.
+        wake.notify_one();
+        loop {
+            let received = tokio::select! {
+                _ = stop.cancelled() => return,
+                received = listener.try_recv() => received,
+            };
+            match received {
+                Ok(Some(note)) if note.channel() == CANCEL_CHANNEL => {
+                    if let Some(run) = note.payload().parse::<Uuid>().ok().and_then(|id| inflight.get(id)) {
+                        run.stop(StopReason::Canceled);
+                    }
+                }
+                Ok(Some(_)) => wake.notify_one(),
+                Ok(None) => {
+                    tracing::warn!("notification connection lost; reconnecting");
+                    wake.notify_one();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "notification connection failed; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Extends the leases of in-flight runs; fires the token of runs that were canceled or whose
+/// lease was lost.
+async fn heartbeat(
+    pool: Pool,
+    worker_id: String,
+    inflight: InFlightRuns,
+    config: WorkerConfig,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.heartbeat_interval) => {}
+        }
+        let held = inflight.held();
+        if held.is_empty() {
+            continue;
+        }
+        match lease_heartbeat(&pool, &worker_id, &held, config.lease).await {
+            Ok(acks) => {
+                for ack in &acks {
+                    if ack.canceled {
+                        if let Some(run) = inflight.get(ack.run_id) {
+                            run.stop(StopReason::Canceled);
+                        }
+                    }
+                }
+                for (run_id, _) in held {
+                    if !acks.iter().any(|a| a.run_id == run_id) {
+                        if let Some(run) = inflight.get(run_id) {
+                            tracing::warn!(%run_id, "lease lost (rescued after a stall); stopping the attempt");
+                            run.stop(StopReason::LeaseLost);
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "extending leases failed; will retry"),
+        }
+    }
+}
