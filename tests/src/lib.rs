@@ -1,1 +1,172 @@
-//! placeholder
+//! Support for Kiln's cross-crate tests: a fresh migrated database per test, a deadline-based
+//! `wait_until`, the tasks the tests run (shared with the `kiln-test-worker` binary), and
+//! helpers to spawn real worker processes.
+
+#![forbid(unsafe_code)]
+
+pub mod tasks;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+
+/// A migrated database of its own for one test.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    /// Its URL.
+    pub url: String,
+    /// A pool on it.
+    pub pool: PgPool,
+}
+
+/// Where a private Postgres for tests lives when no server is found.
+fn fallback_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/kiln-test-postgres")
+}
+
+impl TestDb {
+    /// Creates a fresh database (finding or starting a server) with Kiln's schema and the probe
+    /// table the test tasks write to.
+    pub async fn new() -> TestDb {
+        let server = kiln_devdb::server_for_tests(&fallback_dir())
+            .await
+            .unwrap_or_else(|e| panic!("no PostgreSQL for tests: {e}"));
+        let url = kiln_devdb::create_test_database(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(20)
+            .connect(&url)
+            .await
+            .expect("connect to the test database");
+        tasks::create_probe_table(&pool).await;
+        TestDb { url, pool }
+    }
+}
+
+/// Polls `condition` every 20 ms until it returns true; panics naming `what` after `deadline`.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if condition().await {
+            return;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counts runs in the given status.
+pub async fn count_status(pool: &PgPool, status: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM kiln.runs WHERE status::text = $1")
+        .bind(status)
+        .fetch_one(pool)
+        .await
+        .expect("count runs")
+}
+
+/// Settings of a spawned worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerProcess {
+    /// Its worker id.
+    pub id: String,
+    /// Runs it executes at once.
+    pub concurrency: usize,
+    /// Lease length in ms.
+    pub lease_ms: u64,
+    /// Heartbeat period in ms.
+    pub heartbeat_ms: u64,
+    /// Shutdown grace in ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl WorkerProcess {
+    /// A worker with this id and concurrency, a 2 s lease and a 400 ms heartbeat.
+    pub fn new(id: &str, concurrency: usize) -> Self {
+        Self { id: id.to_owned(), concurrency, lease_ms: 2_000, heartbeat_ms: 400, shutdown_grace_ms: 10_000 }
+    }
+
+    /// Spawns the real worker binary `exe` (tests pass `env!("CARGO_BIN_EXE_kiln-test-worker")`)
+    /// against `db`.
+    pub fn spawn(&self, exe: &str, db: &TestDb) -> Child {
+        Command::new(exe)
+            .env("DATABASE_URL", &db.url)
+            .env("KILN_WORKER_ID", &self.id)
+            .env("KILN_CONCURRENCY", self.concurrency.to_string())
+            .env("KILN_LEASE_MS", self.lease_ms.to_string())
+            .env("KILN_HEARTBEAT_MS", self.heartbeat_ms.to_string())
+            .env("KILN_SHUTDOWN_GRACE_MS", self.shutdown_grace_ms.to_string())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn kiln-test-worker")
+    }
+}
+
+/// Sends SIGTERM to a child process.
+pub async fn send_sigterm(child: &Child) {
+    let pid = child.id().expect("child is running");
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.expect("run kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// Waits until `worker_id` holds at least `n` leases.
+pub async fn wait_for_leases(pool: &PgPool, worker_id: &str, n: i64, deadline: Duration) {
+    wait_until(&format!("worker {worker_id} holds {n} leases"), deadline, || async {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.leases WHERE worker_id = $1")
+            .bind(worker_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        held >= n
+    })
+    .await;
+}
+
+/// A worker running inside the test process; stopped (drained) by [`InProcessWorker::stop`].
+#[derive(Debug)]
+pub struct InProcessWorker {
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), kiln::WorkerError>>,
+}
+
+impl InProcessWorker {
+    /// Starts a worker with every test task and short timings (200 ms polls, 200 ms cancel grace).
+    pub async fn start(db: &TestDb, id: &str, concurrency: usize) -> InProcessWorker {
+        tasks::set_probe_pool(db.pool.clone());
+        let worker = tasks::register_all(kiln::Worker::builder().database_url(&db.url).worker_id(id))
+            .configure(|c| {
+                c.concurrency = concurrency;
+                c.lease = Duration::from_secs(2);
+                c.heartbeat_interval = Duration::from_millis(300);
+                c.cancel_grace = Duration::from_millis(200);
+                c.maintenance_interval = Duration::from_millis(100);
+                c.poll_interval = Duration::from_millis(200);
+                c.shutdown_grace = Duration::from_secs(5);
+            })
+            .build()
+            .await
+            .expect("build the worker");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move { worker.run_until(token).await });
+        InProcessWorker { shutdown, handle }
+    }
+
+    /// Drains and stops the worker.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.expect("worker task").expect("worker ran");
+    }
+}

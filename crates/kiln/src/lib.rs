@@ -1,1 +1,79 @@
-//! placeholder
+//! # Kiln
+//!
+//! Durable background jobs for Rust on PostgreSQL: define typed tasks with [`task!`], trigger them
+//! from your app (in your own transaction if you like), and run them in worker processes with
+//! global per-queue and per-key concurrency limits, retries with backoff, timeouts and crash
+//! recovery. Postgres is the only server.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use kiln::{task, Client, Context, Result, TriggerOptions, Worker};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct SyncPayload { pub ws_id: String }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct SyncOutcome { pub ws_id: String, pub success: bool, pub error: Option<String> }
+//!
+//! task! {
+//!     /// Syncs one workspace's calendar.
+//!     pub CalendarSync {
+//!         id: "google-calendar-sync",
+//!         queue: { concurrency_limit: 1 },
+//!         retry: { max_attempts: 5, min_timeout: "2s", max_timeout: "5m" },
+//!         max_duration: "10m",
+//!         run: async |ctx: Context, payload: SyncPayload| -> Result<SyncOutcome> {
+//!             tracing::info!(attempt = ctx.attempt(), "syncing");
+//!             Ok(SyncOutcome { ws_id: payload.ws_id, success: true, error: None })
+//!         }
+//!     }
+//! }
+//!
+//! # async fn demo() -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! // In the app: enqueue and return at once. One workspace never runs two syncs at a time.
+//! let client = Client::connect("postgres://localhost/app").await?;
+//! let run = client
+//!     .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_1".into() },
+//!                              TriggerOptions::new().concurrency_key("ws_1"))
+//!     .await?;
+//!
+//! // In a worker process (as many as you like, on as many machines):
+//! Worker::builder()
+//!     .database_url("postgres://localhost/app")
+//!     .register(CalendarSync)
+//!     .concurrency(50)
+//!     .run()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Concepts
+//!
+//! - A **task** has an id, a queue (with an optional `concurrency_limit`), a retry policy, an
+//!   optional `max_duration` and `ttl`, and a typed async body.
+//! - A **run** is one triggered execution; it goes through statuses ([`RunStatus`]) and keeps
+//!   every attempt. Delivery is at least once: write bodies to be idempotent (use idempotency keys
+//!   on side effects), because a worker that loses its lease may have run part of a body.
+//! - A **concurrency key** gives each key value (say a workspace id) its own copy of the queue's
+//!   limit. Limits hold across all workers at every instant; claiming is fair across keys.
+//!
+//! Apps that only trigger runs can depend on `kiln` with `default-features = false`, which leaves
+//! out the worker runtime.
+
+#![forbid(unsafe_code)]
+
+pub use kiln_client::{
+    BatchItem, CancelOutcome, Client, ClientError, QueueRow, Queues, RunFilter, RunHandle, RunPage,
+    Runs,
+};
+pub use kiln_core::*;
+#[cfg(feature = "worker")]
+pub use kiln_worker::{Rescuer, Worker, WorkerBuilder, WorkerConfig, WorkerError};
+
+/// The worker's settings and defaults.
+#[cfg(feature = "worker")]
+pub mod worker {
+    pub use kiln_worker::*;
+}

@@ -1,0 +1,218 @@
+//! Tasks the tests run. The probe tasks record each body's start and end with the database's
+//! clock in `probe_intervals`, so the tests can compute the concurrency actually observed.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kiln::{task, Context, Error, Result};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+static POOL: OnceLock<PgPool> = OnceLock::new();
+
+/// Gives the probe tasks their database. One per process: the first call wins, so tests that
+/// run probe tasks in-process live in test binaries of their own.
+pub fn set_probe_pool(pool: PgPool) {
+    let _ = POOL.set(pool);
+}
+
+fn pool() -> Result<&'static PgPool> {
+    POOL.get().ok_or_else(|| Error::abort("set_probe_pool was not called in this process"))
+}
+
+/// Creates the table the probe tasks write to.
+pub async fn create_probe_table(pool: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS probe_intervals (
+             run_id uuid NOT NULL, attempt int NOT NULL, queue text NOT NULL, key text NOT NULL,
+             worker text NOT NULL, started_at timestamptz NOT NULL, finished_at timestamptz,
+             PRIMARY KEY (run_id, attempt));
+         CREATE TABLE IF NOT EXISTS probe_events (run_id uuid NOT NULL, event text NOT NULL,
+             at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .execute(pool)
+    .await
+    .expect("create probe tables");
+}
+
+/// What a probe run does.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProbePayload {
+    /// How long the body works.
+    pub sleep_ms: u64,
+}
+
+async fn probe(ctx: &Context, payload: &ProbePayload) -> Result<u64> {
+    let pool = pool()?;
+    let worker = std::env::var("KILN_WORKER_ID").unwrap_or_else(|_| "in-process".into());
+    sqlx::query(
+        "INSERT INTO probe_intervals (run_id, attempt, queue, key, worker, started_at)
+         VALUES ($1, $2, $3, $4, $5, clock_timestamp())",
+    )
+    .bind(ctx.run_id())
+    .bind(ctx.attempt() as i32)
+    .bind(ctx.queue())
+    .bind(ctx.concurrency_key().unwrap_or(""))
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    tokio::time::sleep(Duration::from_millis(payload.sleep_ms)).await;
+    sqlx::query("UPDATE probe_intervals SET finished_at = clock_timestamp() WHERE run_id = $1 AND attempt = $2")
+        .bind(ctx.run_id())
+        .bind(ctx.attempt() as i32)
+        .execute(pool)
+        .await?;
+    Ok(payload.sleep_ms)
+}
+
+task! {
+    /// Probe in a queue limited to 2 runs per concurrency key.
+    pub KeyedProbe {
+        id: "keyed-probe",
+        queue: { concurrency_limit: 2 },
+        retry: { max_attempts: 3, min_timeout: "50ms", max_timeout: "200ms" },
+        run: async |ctx: Context, payload: ProbePayload| -> Result<u64> { probe(&ctx, &payload).await }
+    }
+}
+
+task! {
+    /// Probe in a queue limited to 3 runs in all.
+    pub LimitedProbe {
+        id: "limited-probe",
+        queue: { concurrency_limit: 3 },
+        retry: { max_attempts: 3, min_timeout: "50ms", max_timeout: "200ms" },
+        run: async |ctx: Context, payload: ProbePayload| -> Result<u64> { probe(&ctx, &payload).await }
+    }
+}
+
+task! {
+    /// Probe limited to 2 per key and 3 across keys.
+    pub TotalProbe {
+        id: "total-probe",
+        queue: { concurrency_limit: 2, total_limit: 3 },
+        run: async |ctx: Context, payload: ProbePayload| -> Result<u64> { probe(&ctx, &payload).await }
+    }
+}
+
+/// The seed platform's per-workspace result shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceOutcome {
+    /// Workspace id.
+    pub ws_id: String,
+    /// Whether it worked.
+    pub success: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// Payload naming a workspace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkspacePayload {
+    /// Workspace id.
+    pub ws_id: String,
+}
+
+task! {
+    /// Echoes the workspace back as a structured outcome.
+    pub Echo {
+        id: "echo",
+        run: async |_ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceOutcome> {
+            Ok(WorkspaceOutcome { ws_id: payload.ws_id, success: true, error: None })
+        }
+    }
+}
+
+/// Fails until the given attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlakyPayload {
+    /// The first attempt that succeeds (0: never).
+    pub succeed_on: u32,
+}
+
+task! {
+    /// Fails with an ordinary error until `succeed_on`.
+    pub Flaky {
+        id: "flaky",
+        retry: { max_attempts: 3, factor: 2.0, min_timeout: "100ms", max_timeout: "1s", randomize: false },
+        run: async |ctx: Context, payload: FlakyPayload| -> Result<u32> {
+            if payload.succeed_on != 0 && ctx.attempt() >= payload.succeed_on {
+                Ok(ctx.attempt())
+            } else {
+                Err(Error::msg(format!("calendar provider answered 503 on attempt {}", ctx.attempt())))
+            }
+        }
+    }
+}
+
+task! {
+    /// Aborts: fails at once whatever attempts remain.
+    pub Aborting {
+        id: "aborting",
+        retry: { max_attempts: 5 },
+        run: async |_ctx: Context, _payload: ()| -> Result<()> {
+            Err(Error::abort("the workspace was deleted"))
+        }
+    }
+}
+
+task! {
+    /// Panics.
+    pub Panicking {
+        id: "panicking",
+        retry: { max_attempts: 2, min_timeout: "50ms", randomize: false },
+        run: async |_ctx: Context, _payload: ()| -> Result<()> {
+            panic!("index out of bounds in the scheduler")
+        }
+    }
+}
+
+task! {
+    /// Sleeps past its max_duration without looking at its token.
+    pub Overrunning {
+        id: "overrunning",
+        max_duration: "300ms",
+        run: async |_ctx: Context, payload: ProbePayload| -> Result<()> {
+            tokio::time::sleep(Duration::from_millis(payload.sleep_ms)).await;
+            Ok(())
+        }
+    }
+}
+
+task! {
+    /// Waits for cancellation (or `sleep_ms`), recording what it saw.
+    pub Patient {
+        id: "patient",
+        retry: { max_attempts: 1 },
+        run: async |ctx: Context, payload: ProbePayload| -> Result<String> {
+            let pool = pool()?;
+            sqlx::query("INSERT INTO probe_events (run_id, event) VALUES ($1, 'started')")
+                .bind(ctx.run_id()).execute(pool).await?;
+            tokio::select! {
+                _ = ctx.cancelled() => {
+                    sqlx::query("INSERT INTO probe_events (run_id, event) VALUES ($1, 'cancelled')")
+                        .bind(ctx.run_id()).execute(pool).await?;
+                    Err(Error::msg("stopped on cancellation"))
+                }
+                _ = tokio::time::sleep(Duration::from_millis(payload.sleep_ms)) => {
+                    sqlx::query("INSERT INTO probe_events (run_id, event) VALUES ($1, 'finished')")
+                        .bind(ctx.run_id()).execute(pool).await?;
+                    Ok("finished".to_owned())
+                }
+            }
+        }
+    }
+}
+
+/// Registers every test task on a worker builder.
+pub fn register_all(builder: kiln::WorkerBuilder) -> kiln::WorkerBuilder {
+    builder
+        .register(KeyedProbe)
+        .register(LimitedProbe)
+        .register(TotalProbe)
+        .register(Echo)
+        .register(Flaky)
+        .register(Aborting)
+        .register(Panicking)
+        .register(Overrunning)
+        .register(Patient)
+}
