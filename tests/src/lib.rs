@@ -170,3 +170,35 @@ impl InProcessWorker {
         self.handle.await.expect("worker task").expect("worker ran");
     }
 }
+
+/// The most probe bodies observed running at once, per (queue, key) and per queue. A body whose
+/// process was killed (no `finished_at`) counts as running until `killed_at`.
+pub async fn observed_max_concurrency(
+    pool: &PgPool,
+    killed_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> (std::collections::BTreeMap<(String, String), i64>, std::collections::BTreeMap<String, i64>) {
+    // Sweep line over start (+1) and end (-1) events; an end sorts before a start at the same
+    // instant (the next run of a slot is claimed only after the previous body returned).
+    let sweep = |partition: &str| {
+        format!(
+            "WITH ev AS (
+                 SELECT queue, key, started_at AS t, 1 AS d FROM probe_intervals
+                 UNION ALL
+                 SELECT queue, key, coalesce(finished_at, $1, 'infinity'), -1 FROM probe_intervals)
+             SELECT queue, {key}, max(c)::bigint FROM (
+                 SELECT queue, key, sum(d) OVER (PARTITION BY {partition} ORDER BY t, d
+                                                 ROWS UNBOUNDED PRECEDING) AS c
+                   FROM ev) x
+             GROUP BY 1, 2",
+            key = if partition.contains("key") { "key" } else { "''" },
+        )
+    };
+    let per_key: Vec<(String, String, i64)> =
+        sqlx::query_as(&sweep("queue, key")).bind(killed_at).fetch_all(pool).await.expect("sweep per key");
+    let per_queue: Vec<(String, String, i64)> =
+        sqlx::query_as(&sweep("queue")).bind(killed_at).fetch_all(pool).await.expect("sweep per queue");
+    (
+        per_key.into_iter().map(|(q, k, m)| ((q, k), m)).collect(),
+        per_queue.into_iter().map(|(q, _, m)| (q, m)).collect(),
+    )
+}

@@ -181,7 +181,8 @@ pub struct AttemptEnd {
 /// Ends attempts in one statement: deletes each lease (only if it still carries the same attempt
 /// number, so a stale worker's outcome is fenced off), writes the attempt row, updates the run
 /// (final status, or queued again for a retry) and re-queues retries. A run canceled meanwhile
-/// stays canceled. With `only_expired`, leases that were extended since they were read are left
+/// stays canceled. Claimers of the queues whose slots were freed are notified when runs wait
+/// there. With `only_expired`, leases that were extended since they were read are left
 /// alone (the rescuer's guard). Returns the runs whose leases were ended, with their new status.
 pub async fn lease_complete_many(
     pool: &Pool,
@@ -255,8 +256,15 @@ pub async fn lease_complete_many(
              SELECT u.id, u.task_id, u.queue, u.concurrency_key, u.available_at,
                     u.available_at - make_interval(secs => u.priority_s)
                FROM updated u WHERE u.status = 'queued'
+         ),
+         -- A freed slot lets a waiting run of the same queue start: wake the claimers.
+         woken AS (
+             SELECT pg_notify('kiln_ready', q.queue)
+               FROM (SELECT DISTINCT f.queue FROM fenced f) q
+              WHERE EXISTS (SELECT 1 FROM kiln.ready r WHERE r.queue = q.queue)
          )
-         SELECT u.id, u.status::text FROM updated u",
+         SELECT u.id, u.status::text FROM updated u
+          WHERE (SELECT count(*) FROM woken) >= 0",
     )
     .bind(&run_ids)
     .bind(&attempts)
