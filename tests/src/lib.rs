@@ -93,7 +93,13 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// A worker with this id and concurrency, a 2 s lease and a 400 ms heartbeat.
     pub fn new(id: &str, concurrency: usize) -> Self {
-        Self { id: id.to_owned(), concurrency, lease_ms: 2_000, heartbeat_ms: 400, shutdown_grace_ms: 10_000 }
+        Self {
+            id: id.to_owned(),
+            concurrency,
+            lease_ms: 2_000,
+            heartbeat_ms: 400,
+            shutdown_grace_ms: 10_000,
+        }
     }
 
     /// Spawns the real worker binary `exe` (tests pass `env!("CARGO_BIN_EXE_kiln-test-worker")`)
@@ -106,7 +112,10 @@ impl WorkerProcess {
             .env("KILN_LEASE_MS", self.lease_ms.to_string())
             .env("KILN_HEARTBEAT_MS", self.heartbeat_ms.to_string())
             .env("KILN_SHUTDOWN_GRACE_MS", self.shutdown_grace_ms.to_string())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -117,20 +126,29 @@ impl WorkerProcess {
 /// Sends SIGTERM to a child process.
 pub async fn send_sigterm(child: &Child) {
     let pid = child.id().expect("child is running");
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await.expect("run kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .expect("run kill");
     assert!(status.success(), "kill -TERM {pid} failed");
 }
 
 /// Waits until `worker_id` holds at least `n` leases.
 pub async fn wait_for_leases(pool: &PgPool, worker_id: &str, n: i64, deadline: Duration) {
-    wait_until(&format!("worker {worker_id} holds {n} leases"), deadline, || async {
-        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.leases WHERE worker_id = $1")
-            .bind(worker_id)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        held >= n
-    })
+    wait_until(
+        &format!("worker {worker_id} holds {n} leases"),
+        deadline,
+        || async {
+            let held: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM kiln.leases WHERE worker_id = $1")
+                    .bind(worker_id)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            held >= n
+        },
+    )
     .await;
 }
 
@@ -145,19 +163,20 @@ impl InProcessWorker {
     /// Starts a worker with every test task and short timings (200 ms polls, 200 ms cancel grace).
     pub async fn start(db: &TestDb, id: &str, concurrency: usize) -> InProcessWorker {
         tasks::set_probe_pool(db.pool.clone());
-        let worker = tasks::register_all(kiln::Worker::builder().database_url(&db.url).worker_id(id))
-            .configure(|c| {
-                c.concurrency = concurrency;
-                c.lease = Duration::from_secs(2);
-                c.heartbeat_interval = Duration::from_millis(300);
-                c.cancel_grace = Duration::from_millis(200);
-                c.maintenance_interval = Duration::from_millis(100);
-                c.poll_interval = Duration::from_millis(200);
-                c.shutdown_grace = Duration::from_secs(5);
-            })
-            .build()
-            .await
-            .expect("build the worker");
+        let worker =
+            tasks::register_all(kiln::Worker::builder().database_url(&db.url).worker_id(id))
+                .configure(|c| {
+                    c.concurrency = concurrency;
+                    c.lease = Duration::from_secs(2);
+                    c.heartbeat_interval = Duration::from_millis(300);
+                    c.cancel_grace = Duration::from_millis(200);
+                    c.maintenance_interval = Duration::from_millis(100);
+                    c.poll_interval = Duration::from_millis(200);
+                    c.shutdown_grace = Duration::from_secs(5);
+                })
+                .build()
+                .await
+                .expect("build the worker");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move { worker.run_until(token).await });
@@ -176,7 +195,10 @@ impl InProcessWorker {
 pub async fn observed_max_concurrency(
     pool: &PgPool,
     killed_at: Option<chrono::DateTime<chrono::Utc>>,
-) -> (std::collections::BTreeMap<(String, String), i64>, std::collections::BTreeMap<String, i64>) {
+) -> (
+    std::collections::BTreeMap<(String, String), i64>,
+    std::collections::BTreeMap<String, i64>,
+) {
     // Sweep line over start (+1) and end (-1) events; an end sorts before a start at the same
     // instant (the next run of a slot is claimed only after the previous body returned).
     let sweep = |partition: &str| {
@@ -190,13 +212,23 @@ pub async fn observed_max_concurrency(
                                                  ROWS UNBOUNDED PRECEDING) AS c
                    FROM ev) x
              GROUP BY 1, 2",
-            key = if partition.contains("key") { "key" } else { "''" },
+            key = if partition.contains("key") {
+                "key"
+            } else {
+                "''"
+            },
         )
     };
-    let per_key: Vec<(String, String, i64)> =
-        sqlx::query_as(&sweep("queue, key")).bind(killed_at).fetch_all(pool).await.expect("sweep per key");
-    let per_queue: Vec<(String, String, i64)> =
-        sqlx::query_as(&sweep("queue")).bind(killed_at).fetch_all(pool).await.expect("sweep per queue");
+    let per_key: Vec<(String, String, i64)> = sqlx::query_as(&sweep("queue, key"))
+        .bind(killed_at)
+        .fetch_all(pool)
+        .await
+        .expect("sweep per key");
+    let per_queue: Vec<(String, String, i64)> = sqlx::query_as(&sweep("queue"))
+        .bind(killed_at)
+        .fetch_all(pool)
+        .await
+        .expect("sweep per queue");
     (
         per_key.into_iter().map(|(q, k, m)| ((q, k), m)).collect(),
         per_queue.into_iter().map(|(q, _, m)| (q, m)).collect(),

@@ -17,7 +17,8 @@ pub fn set_probe_pool(pool: PgPool) {
 }
 
 fn pool() -> Result<&'static PgPool> {
-    POOL.get().ok_or_else(|| Error::abort("set_probe_pool was not called in this process"))
+    POOL.get()
+        .ok_or_else(|| Error::abort("set_probe_pool was not called in this process"))
 }
 
 /// Creates the table the probe tasks write to.

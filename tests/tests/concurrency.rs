@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use kiln::{BatchItem, Client, TriggerOptions};
 use kiln_tests::tasks::*;
-use kiln_tests::{count_status, observed_max_concurrency, send_sigterm, wait_until, TestDb, WorkerProcess};
+use kiln_tests::{
+    count_status, observed_max_concurrency, send_sigterm, wait_until, TestDb, WorkerProcess,
+};
 
 const WORKER_EXE: &str = env!("CARGO_BIN_EXE_kiln-test-worker");
 
@@ -12,7 +14,14 @@ async fn enqueue_keyed(client: &Client, key: &str, n: usize, sleep_ms: u64) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
         let items = chunk
             .iter()
-            .map(|_| BatchItem::with_options(ProbePayload { sleep_ms }, TriggerOptions::new().concurrency_key(key).allow_unregistered()))
+            .map(|_| {
+                BatchItem::with_options(
+                    ProbePayload { sleep_ms },
+                    TriggerOptions::new()
+                        .concurrency_key(key)
+                        .allow_unregistered(),
+                )
+            })
             .collect();
         client.batch_trigger::<KeyedProbe>(items).await.unwrap();
     }
@@ -29,28 +38,54 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
     for k in 0..40 {
         enqueue_keyed(&client, &format!("ws-{k}"), 10, 2).await;
     }
-    let limited: Vec<_> = (0..800).map(|_| BatchItem::with_options(ProbePayload { sleep_ms: 2 }, TriggerOptions::new().allow_unregistered())).collect();
+    let limited: Vec<_> = (0..800)
+        .map(|_| {
+            BatchItem::with_options(
+                ProbePayload { sleep_ms: 2 },
+                TriggerOptions::new().allow_unregistered(),
+            )
+        })
+        .collect();
     for chunk in limited.chunks(1_000) {
-        client.batch_trigger::<LimitedProbe>(chunk.to_vec()).await.unwrap();
+        client
+            .batch_trigger::<LimitedProbe>(chunk.to_vec())
+            .await
+            .unwrap();
     }
 
     let started = std::time::Instant::now();
-    let mut workers: Vec<_> = (1..=3).map(|i| WorkerProcess::new(&format!("stress-{i}"), 8).spawn(WORKER_EXE, &db)).collect();
+    let mut workers: Vec<_> = (1..=3)
+        .map(|i| WorkerProcess::new(&format!("stress-{i}"), 8).spawn(WORKER_EXE, &db))
+        .collect();
 
     // Once runs flow, a new key arrives behind big-a's backlog.
-    wait_until("300 runs completed", Duration::from_secs(60), || async { count_status(&db.pool, "completed").await >= 300 }).await;
+    wait_until("300 runs completed", Duration::from_secs(60), || async {
+        count_status(&db.pool, "completed").await >= 300
+    })
+    .await;
     let late = client
-        .trigger::<KeyedProbe>(ProbePayload { sleep_ms: 2 }, TriggerOptions::new().concurrency_key("late"))
+        .trigger::<KeyedProbe>(
+            ProbePayload { sleep_ms: 2 },
+            TriggerOptions::new().concurrency_key("late"),
+        )
         .await
         .unwrap();
 
-    wait_until("all 3,001 runs completed", Duration::from_secs(240), || async { count_status(&db.pool, "completed").await == 3_001 }).await;
+    wait_until(
+        "all 3,001 runs completed",
+        Duration::from_secs(240),
+        || async { count_status(&db.pool, "completed").await == 3_001 },
+    )
+    .await;
     let elapsed = started.elapsed();
     for worker in &workers {
         send_sigterm(worker).await;
     }
     for worker in &mut workers {
-        assert!(worker.wait().await.unwrap().success(), "a worker exited with an error");
+        assert!(
+            worker.wait().await.unwrap().success(),
+            "a worker exited with an error"
+        );
     }
 
     // Every run reached exactly one final status, with one attempt and one body execution.
@@ -61,13 +96,28 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!((runs, attempts, bodies, leases, ready), (3_001, 3_001, 3_001, 0, 0));
+    assert_eq!(
+        (runs, attempts, bodies, leases, ready),
+        (3_001, 3_001, 3_001, 0, 0)
+    );
     let per_worker: Vec<(String, i64)> =
-        sqlx::query_as("SELECT worker_id, count(*) FROM kiln.attempts GROUP BY 1 ORDER BY 1").fetch_all(&db.pool).await.unwrap();
-    assert_eq!(per_worker.len(), 3, "all three processes ran runs: {per_worker:?}");
+        sqlx::query_as("SELECT worker_id, count(*) FROM kiln.attempts GROUP BY 1 ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        per_worker.len(),
+        3,
+        "all three processes ran runs: {per_worker:?}"
+    );
 
     let (per_key, per_queue) = observed_max_concurrency(&db.pool, None).await;
-    let keyed_max = per_key.iter().filter(|((q, _), _)| q == "keyed-probe").map(|(_, m)| *m).max().unwrap();
+    let keyed_max = per_key
+        .iter()
+        .filter(|((q, _), _)| q == "keyed-probe")
+        .map(|(_, m)| *m)
+        .max()
+        .unwrap();
     let big_a = per_key[&("keyed-probe".to_owned(), "big-a".to_owned())];
     let limited_max = per_queue["limited-probe"];
     let keyed_queue_max = per_queue["keyed-probe"];
@@ -75,11 +125,23 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
         "observed: 3,001 runs in {elapsed:.1?} over {per_worker:?}; max per key {keyed_max} (limit 2; big-a {big_a}); \
          max in limited-probe {limited_max} (limit 3); max in keyed-probe across keys {keyed_queue_max}"
     );
-    assert!(keyed_max <= 2, "a concurrency key ran {keyed_max} runs at once; its limit is 2");
-    assert_eq!(big_a, 2, "the limit of 2 was reached (so the test exercises it)");
-    assert!(limited_max <= 3, "limited-probe ran {limited_max} at once; its limit is 3");
+    assert!(
+        keyed_max <= 2,
+        "a concurrency key ran {keyed_max} runs at once; its limit is 2"
+    );
+    assert_eq!(
+        big_a, 2,
+        "the limit of 2 was reached (so the test exercises it)"
+    );
+    assert!(
+        limited_max <= 3,
+        "limited-probe ran {limited_max} at once; its limit is 3"
+    );
     assert_eq!(limited_max, 3, "the limit of 3 was reached");
-    assert!(keyed_queue_max > 2, "keys run side by side: {keyed_queue_max}");
+    assert!(
+        keyed_queue_max > 2,
+        "keys run side by side: {keyed_queue_max}"
+    );
 
     // The late key did not wait behind big-a's backlog.
     let (waited_ms, big_a_after): (f64, i64) = sqlx::query_as(
@@ -91,8 +153,13 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    eprintln!("late key: started {waited_ms:.0} ms after its trigger, ahead of {big_a_after} big-a runs");
-    assert!(big_a_after > 100, "the late key was served while big-a still had {big_a_after} runs waiting");
+    eprintln!(
+        "late key: started {waited_ms:.0} ms after its trigger, ahead of {big_a_after} big-a runs"
+    );
+    assert!(
+        big_a_after > 100,
+        "the late key was served while big-a still had {big_a_after} runs waiting"
+    );
     assert!(waited_ms < 2_000.0, "the late key waited {waited_ms} ms");
 }
 
@@ -102,12 +169,24 @@ async fn total_limit_caps_a_queue_across_its_keys() {
     let client = Client::new(db.pool.clone());
     for key in ["a", "b", "c", "d"] {
         let items = (0..40)
-            .map(|_| BatchItem::with_options(ProbePayload { sleep_ms: 5 }, TriggerOptions::new().concurrency_key(key).allow_unregistered()))
+            .map(|_| {
+                BatchItem::with_options(
+                    ProbePayload { sleep_ms: 5 },
+                    TriggerOptions::new()
+                        .concurrency_key(key)
+                        .allow_unregistered(),
+                )
+            })
             .collect();
         client.batch_trigger::<TotalProbe>(items).await.unwrap();
     }
-    let mut workers: Vec<_> = (1..=2).map(|i| WorkerProcess::new(&format!("total-{i}"), 8).spawn(WORKER_EXE, &db)).collect();
-    wait_until("160 runs completed", Duration::from_secs(120), || async { count_status(&db.pool, "completed").await == 160 }).await;
+    let mut workers: Vec<_> = (1..=2)
+        .map(|i| WorkerProcess::new(&format!("total-{i}"), 8).spawn(WORKER_EXE, &db))
+        .collect();
+    wait_until("160 runs completed", Duration::from_secs(120), || async {
+        count_status(&db.pool, "completed").await == 160
+    })
+    .await;
     for worker in &workers {
         send_sigterm(worker).await;
     }
@@ -116,7 +195,13 @@ async fn total_limit_caps_a_queue_across_its_keys() {
     }
     let (per_key, per_queue) = observed_max_concurrency(&db.pool, None).await;
     let key_max = per_key.values().max().copied().unwrap();
-    eprintln!("observed: max per key {key_max} (limit 2), max across keys {} (total_limit 3)", per_queue["total-probe"]);
+    eprintln!(
+        "observed: max per key {key_max} (limit 2), max across keys {} (total_limit 3)",
+        per_queue["total-probe"]
+    );
     assert!(key_max <= 2);
-    assert_eq!(per_queue["total-probe"], 3, "total_limit 3 reached and never exceeded");
+    assert_eq!(
+        per_queue["total-probe"], 3,
+        "total_limit 3 reached and never exceeded"
+    );
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use kiln::{BatchItem, CancelOutcome, Client, ClientError, ErrorKind, RunFilter, RunStatus, TriggerOptions};
+use kiln::{
+    BatchItem, CancelOutcome, Client, ClientError, ErrorKind, RunFilter, RunStatus, TriggerOptions,
+};
 use kiln_tests::tasks::*;
 use kiln_tests::{count_status, InProcessWorker, TestDb};
 use uuid::Uuid;
@@ -19,7 +21,10 @@ async fn wait_for_status(client: &Client, id: Uuid, status: RunStatus) -> kiln::
             return run;
         }
         if start.elapsed() > DEADLINE {
-            panic!("run {id} did not reach {status} within {DEADLINE:?}; last seen {:?}", last.unwrap_or(run));
+            panic!(
+                "run {id} did not reach {status} within {DEADLINE:?}; last seen {:?}",
+                last.unwrap_or(run)
+            );
         }
         last = Some(run);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -32,12 +37,20 @@ async fn typed_trigger_completes_with_a_structured_output_and_one_attempt() {
     let worker = InProcessWorker::start(&db, "w1", 4).await;
     let client = Client::new(db.pool.clone());
     let handle = client
-        .trigger::<Echo>(WorkspacePayload { ws_id: "ws_1".into() }, TriggerOptions::new().tag("calendar"))
+        .trigger::<Echo>(
+            WorkspacePayload {
+                ws_id: "ws_1".into(),
+            },
+            TriggerOptions::new().tag("calendar"),
+        )
         .await
         .unwrap();
     assert!(!handle.is_cached);
     let run = wait_for_status(&client, handle.id, RunStatus::Completed).await;
-    assert_eq!(run.output, Some(serde_json::json!({"ws_id": "ws_1", "success": true, "error": null})));
+    assert_eq!(
+        run.output,
+        Some(serde_json::json!({"ws_id": "ws_1", "success": true, "error": null}))
+    );
     assert_eq!(run.attempts, 1);
     assert_eq!(run.attempt_list.len(), 1);
     assert_eq!(run.attempt_list[0].status, "completed");
@@ -52,8 +65,14 @@ async fn ordinary_errors_retry_with_backoff_then_succeed_or_fail_with_every_atte
     let db = TestDb::new().await;
     let worker = InProcessWorker::start(&db, "w1", 4).await;
     let client = Client::new(db.pool.clone());
-    let recovers = client.trigger::<Flaky>(FlakyPayload { succeed_on: 3 }, TriggerOptions::new()).await.unwrap();
-    let never = client.trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, TriggerOptions::new()).await.unwrap();
+    let recovers = client
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 3 }, TriggerOptions::new())
+        .await
+        .unwrap();
+    let never = client
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, TriggerOptions::new())
+        .await
+        .unwrap();
 
     let run = wait_for_status(&client, recovers.id, RunStatus::Completed).await;
     assert_eq!(run.output, Some(serde_json::json!(3)));
@@ -80,28 +99,50 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
     let worker = InProcessWorker::start(&db, "w1", 4).await;
     let client = Client::new(db.pool.clone());
 
-    let aborted = client.trigger::<Aborting>((), TriggerOptions::new()).await.unwrap();
+    let aborted = client
+        .trigger::<Aborting>((), TriggerOptions::new())
+        .await
+        .unwrap();
     let run = wait_for_status(&client, aborted.id, RunStatus::Failed).await;
-    assert_eq!(run.attempts, 1, "abort must not retry though 5 attempts are allowed");
+    assert_eq!(
+        run.attempts, 1,
+        "abort must not retry though 5 attempts are allowed"
+    );
     assert_eq!(run.error.unwrap().kind, ErrorKind::Abort);
 
     let bad = client
-        .trigger_by_id("echo", serde_json::json!({"ws_id": 42}), TriggerOptions::new())
+        .trigger_by_id(
+            "echo",
+            serde_json::json!({"ws_id": 42}),
+            TriggerOptions::new(),
+        )
         .await
         .unwrap();
     let run = wait_for_status(&client, bad.id, RunStatus::Failed).await;
     assert_eq!(run.attempts, 1);
     let error = run.error.unwrap();
     assert_eq!(error.kind, ErrorKind::Payload);
-    assert!(error.message.contains("\"echo\"") && error.message.contains("field `ws_id`")
-        && error.message.contains("expected a string"), "{}", error.message);
+    assert!(
+        error.message.contains("\"echo\"")
+            && error.message.contains("field `ws_id`")
+            && error.message.contains("expected a string"),
+        "{}",
+        error.message
+    );
 
-    let panicked = client.trigger::<Panicking>((), TriggerOptions::new()).await.unwrap();
+    let panicked = client
+        .trigger::<Panicking>((), TriggerOptions::new())
+        .await
+        .unwrap();
     let run = wait_for_status(&client, panicked.id, RunStatus::Failed).await;
     assert_eq!(run.attempts, 2, "a panic is retried like an ordinary error");
     let error = run.error.unwrap();
     assert_eq!(error.kind, ErrorKind::Panic);
-    assert!(error.message.contains("index out of bounds"), "{}", error.message);
+    assert!(
+        error.message.contains("index out of bounds"),
+        "{}",
+        error.message
+    );
     worker.stop().await;
 }
 
@@ -110,20 +151,48 @@ async fn delayed_queued_and_expired_runs_follow_their_clock() {
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
     // Register the tasks, then stop, so runs wait.
-    InProcessWorker::start(&db, "registrar", 1).await.stop().await;
+    InProcessWorker::start(&db, "registrar", 1)
+        .await
+        .stop()
+        .await;
 
     let delayed = client
-        .trigger::<Echo>(WorkspacePayload { ws_id: "d".into() }, TriggerOptions::new().delay(Duration::from_millis(800)))
+        .trigger::<Echo>(
+            WorkspacePayload { ws_id: "d".into() },
+            TriggerOptions::new().delay(Duration::from_millis(800)),
+        )
         .await
         .unwrap();
     let expiring = client
-        .trigger::<Echo>(WorkspacePayload { ws_id: "e".into() }, TriggerOptions::new().ttl(Duration::from_millis(300)).queue("parked"))
+        .trigger::<Echo>(
+            WorkspacePayload { ws_id: "e".into() },
+            TriggerOptions::new()
+                .ttl(Duration::from_millis(300))
+                .queue("parked"),
+        )
         .await
         .unwrap();
-    let canceled = client.trigger::<Echo>(WorkspacePayload { ws_id: "c".into() }, TriggerOptions::new()).await.unwrap();
-    assert_eq!(client.runs().retrieve(delayed.id).await.unwrap().status, RunStatus::Delayed);
-    assert_eq!(client.runs().retrieve(canceled.id).await.unwrap().status, RunStatus::Queued);
-    assert_eq!(client.runs().cancel(canceled.id).await.unwrap(), CancelOutcome::Canceled { was: RunStatus::Queued });
+    let canceled = client
+        .trigger::<Echo>(
+            WorkspacePayload { ws_id: "c".into() },
+            TriggerOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client.runs().retrieve(delayed.id).await.unwrap().status,
+        RunStatus::Delayed
+    );
+    assert_eq!(
+        client.runs().retrieve(canceled.id).await.unwrap().status,
+        RunStatus::Queued
+    );
+    assert_eq!(
+        client.runs().cancel(canceled.id).await.unwrap(),
+        CancelOutcome::Canceled {
+            was: RunStatus::Queued
+        }
+    );
     client.queues().pause("parked").await.unwrap();
 
     let worker = InProcessWorker::start(&db, "w1", 4).await;
@@ -132,7 +201,10 @@ async fn delayed_queued_and_expired_runs_follow_their_clock() {
     assert_eq!(run.error.unwrap().kind, ErrorKind::Expired);
     let run = wait_for_status(&client, delayed.id, RunStatus::Completed).await;
     let waited = run.started_at.unwrap() - run.created_at;
-    assert!(waited >= chrono::Duration::milliseconds(780), "a delayed run started after {waited}");
+    assert!(
+        waited >= chrono::Duration::milliseconds(780),
+        "a delayed run started after {waited}"
+    );
     let run = client.runs().retrieve(canceled.id).await.unwrap();
     assert_eq!((run.status, run.attempts), (RunStatus::Canceled, 0));
     worker.stop().await;
@@ -142,31 +214,62 @@ async fn delayed_queued_and_expired_runs_follow_their_clock() {
 async fn idempotency_keys_dedupe_until_the_run_fails_or_the_key_expires() {
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1).await.stop().await;
+    InProcessWorker::start(&db, "registrar", 1)
+        .await
+        .stop()
+        .await;
 
     let opts = || TriggerOptions::new().idempotency_key("sync-ws_1-2026-11-21");
-    let first = client.trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, opts()).await.unwrap();
-    let second = client.trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, opts()).await.unwrap();
+    let first = client
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, opts())
+        .await
+        .unwrap();
+    let second = client
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, opts())
+        .await
+        .unwrap();
     assert!(!first.is_cached);
     assert_eq!((second.id, second.is_cached), (first.id, true));
     // The same key on another task is another key.
-    let other = client.trigger::<Echo>(WorkspacePayload { ws_id: "x".into() }, TriggerOptions::new().idempotency_key("sync-ws_1-2026-11-21")).await.unwrap();
+    let other = client
+        .trigger::<Echo>(
+            WorkspacePayload { ws_id: "x".into() },
+            TriggerOptions::new().idempotency_key("sync-ws_1-2026-11-21"),
+        )
+        .await
+        .unwrap();
     assert!(!other.is_cached);
 
     // A failed run releases its key.
     let worker = InProcessWorker::start(&db, "w1", 4).await;
     wait_for_status(&client, first.id, RunStatus::Failed).await;
-    let third = client.trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, opts()).await.unwrap();
+    let third = client
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, opts())
+        .await
+        .unwrap();
     assert!(!third.is_cached && third.id != first.id);
     wait_for_status(&client, third.id, RunStatus::Completed).await;
     // A completed run keeps it.
-    let fourth = client.trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, opts()).await.unwrap();
+    let fourth = client
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, opts())
+        .await
+        .unwrap();
     assert_eq!((fourth.id, fourth.is_cached), (third.id, true));
     // A key past its ttl no longer dedupes.
-    let short = || TriggerOptions::new().idempotency_key("short").idempotency_key_ttl(Duration::from_millis(200));
-    let a = client.trigger::<Echo>(WorkspacePayload { ws_id: "a".into() }, short()).await.unwrap();
+    let short = || {
+        TriggerOptions::new()
+            .idempotency_key("short")
+            .idempotency_key_ttl(Duration::from_millis(200))
+    };
+    let a = client
+        .trigger::<Echo>(WorkspacePayload { ws_id: "a".into() }, short())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // the ttl itself is what is tested
-    let b = client.trigger::<Echo>(WorkspacePayload { ws_id: "a".into() }, short()).await.unwrap();
+    let b = client
+        .trigger::<Echo>(WorkspacePayload { ws_id: "a".into() }, short())
+        .await
+        .unwrap();
     assert!(!b.is_cached && b.id != a.id);
     worker.stop().await;
 }
@@ -175,28 +278,61 @@ async fn idempotency_keys_dedupe_until_the_run_fails_or_the_key_expires() {
 async fn unregistered_tasks_are_refused_unless_the_caller_opts_in() {
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
-    let err = client.trigger_by_id("shedule-task", serde_json::json!({}), TriggerOptions::new()).await.unwrap_err();
-    assert!(matches!(&err, ClientError::UnregisteredTask { task_id } if task_id == "shedule-task"), "{err:?}");
+    let err = client
+        .trigger_by_id("shedule-task", serde_json::json!({}), TriggerOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::UnregisteredTask { task_id } if task_id == "shedule-task"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("allow_unregistered"), "{err}");
-    let err = client.trigger::<Echo>(WorkspacePayload { ws_id: "x".into() }, TriggerOptions::new()).await.unwrap_err();
+    let err = client
+        .trigger::<Echo>(
+            WorkspacePayload { ws_id: "x".into() },
+            TriggerOptions::new(),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::UnregisteredTask { .. }));
     let handle = client
-        .trigger_by_id("shedule-task", serde_json::json!({}), TriggerOptions::new().allow_unregistered())
+        .trigger_by_id(
+            "shedule-task",
+            serde_json::json!({}),
+            TriggerOptions::new().allow_unregistered(),
+        )
         .await
         .unwrap();
     let run = client.runs().retrieve(handle.id).await.unwrap();
-    assert_eq!((run.queue.as_str(), run.max_attempts, run.status), ("shedule-task", 3, RunStatus::Queued));
-    assert_eq!(count_status(&db.pool, "queued").await, 1, "nothing else was stored");
+    assert_eq!(
+        (run.queue.as_str(), run.max_attempts, run.status),
+        ("shedule-task", 3, RunStatus::Queued)
+    );
+    assert_eq!(
+        count_status(&db.pool, "queued").await,
+        1,
+        "nothing else was stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_insert_in_order_in_one_statement_and_trigger_tx_follows_the_transaction() {
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1).await.stop().await;
+    InProcessWorker::start(&db, "registrar", 1)
+        .await
+        .stop()
+        .await;
 
     let items: Vec<_> = (0..1_000)
-        .map(|i| BatchItem::with_options(WorkspacePayload { ws_id: format!("ws_{i}") }, TriggerOptions::new().concurrency_key(format!("ws_{i}"))))
+        .map(|i| {
+            BatchItem::with_options(
+                WorkspacePayload {
+                    ws_id: format!("ws_{i}"),
+                },
+                TriggerOptions::new().concurrency_key(format!("ws_{i}")),
+            )
+        })
         .collect();
     let handles = client.batch_trigger::<Echo>(items).await.unwrap();
     assert_eq!(handles.len(), 1_000);
@@ -204,37 +340,91 @@ async fn batches_insert_in_order_in_one_statement_and_trigger_tx_follows_the_tra
     assert_eq!(run.payload, serde_json::json!({"ws_id": "ws_417"}));
     assert_eq!(run.concurrency_key.as_deref(), Some("ws_417"));
 
-    let too_many: Vec<_> = (0..1_001).map(|i| BatchItem::new(WorkspacePayload { ws_id: i.to_string() })).collect();
+    let too_many: Vec<_> = (0..1_001)
+        .map(|i| {
+            BatchItem::new(WorkspacePayload {
+                ws_id: i.to_string(),
+            })
+        })
+        .collect();
     let err = client.batch_trigger::<Echo>(too_many).await.unwrap_err();
     assert!(err.to_string().contains("at most 1000"), "{err}");
     let err = client
-        .trigger::<Echo>(WorkspacePayload { ws_id: "x".into() }, TriggerOptions { tags: (0..11).map(|i| i.to_string()).collect(), ..Default::default() })
+        .trigger::<Echo>(
+            WorkspacePayload { ws_id: "x".into() },
+            TriggerOptions {
+                tags: (0..11).map(|i| i.to_string()).collect(),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("at most 10 tags"), "{err}");
 
     let mut tx = db.pool.begin().await.unwrap();
-    let rolled_back = client.trigger_tx::<Echo>(&mut tx, WorkspacePayload { ws_id: "rb".into() }, TriggerOptions::new()).await.unwrap();
+    let rolled_back = client
+        .trigger_tx::<Echo>(
+            &mut tx,
+            WorkspacePayload { ws_id: "rb".into() },
+            TriggerOptions::new(),
+        )
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
-    assert!(matches!(client.runs().retrieve(rolled_back.id).await, Err(ClientError::RunNotFound(_))));
+    assert!(matches!(
+        client.runs().retrieve(rolled_back.id).await,
+        Err(ClientError::RunNotFound(_))
+    ));
     let mut tx = db.pool.begin().await.unwrap();
-    let committed = client.trigger_tx::<Echo>(&mut tx, WorkspacePayload { ws_id: "ok".into() }, TriggerOptions::new()).await.unwrap();
+    let committed = client
+        .trigger_tx::<Echo>(
+            &mut tx,
+            WorkspacePayload { ws_id: "ok".into() },
+            TriggerOptions::new(),
+        )
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(client.runs().retrieve(committed.id).await.unwrap().status, RunStatus::Queued);
+    assert_eq!(
+        client.runs().retrieve(committed.id).await.unwrap().status,
+        RunStatus::Queued
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_queues_hold_their_runs_until_resumed_and_priority_gives_a_head_start() {
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1).await.stop().await;
+    InProcessWorker::start(&db, "registrar", 1)
+        .await
+        .stop()
+        .await;
     client.queues().pause("echo").await.unwrap();
-    let plain = client.trigger::<Echo>(WorkspacePayload { ws_id: "plain".into() }, TriggerOptions::new()).await.unwrap();
-    let urgent = client.trigger::<Echo>(WorkspacePayload { ws_id: "urgent".into() }, TriggerOptions::new().priority(Duration::from_secs(60))).await.unwrap();
+    let plain = client
+        .trigger::<Echo>(
+            WorkspacePayload {
+                ws_id: "plain".into(),
+            },
+            TriggerOptions::new(),
+        )
+        .await
+        .unwrap();
+    let urgent = client
+        .trigger::<Echo>(
+            WorkspacePayload {
+                ws_id: "urgent".into(),
+            },
+            TriggerOptions::new().priority(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
 
     let worker = InProcessWorker::start(&db, "w1", 1).await;
     tokio::time::sleep(Duration::from_millis(600)).await; // nothing may start in a paused queue
-    assert_eq!(client.runs().retrieve(plain.id).await.unwrap().status, RunStatus::Queued);
+    assert_eq!(
+        client.runs().retrieve(plain.id).await.unwrap().status,
+        RunStatus::Queued
+    );
     let queue = client.queues().retrieve("echo").await.unwrap().unwrap();
     assert!(queue.paused);
     assert_eq!((queue.queued, queue.running), (2, 0));
@@ -242,7 +432,10 @@ async fn paused_queues_hold_their_runs_until_resumed_and_priority_gives_a_head_s
     client.queues().resume("echo").await.unwrap();
     let plain_run = wait_for_status(&client, plain.id, RunStatus::Completed).await;
     let urgent_run = wait_for_status(&client, urgent.id, RunStatus::Completed).await;
-    assert!(urgent_run.started_at < plain_run.started_at, "the run with a 60 s head start goes first");
+    assert!(
+        urgent_run.started_at < plain_run.started_at,
+        "the run with a 60 s head start goes first"
+    );
     let err = client.queues().pause("no-such-queue").await.unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     worker.stop().await;
@@ -252,15 +445,35 @@ async fn paused_queues_hold_their_runs_until_resumed_and_priority_gives_a_head_s
 async fn runs_list_filters_and_pages_and_replay_makes_a_new_run() {
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1).await.stop().await;
+    InProcessWorker::start(&db, "registrar", 1)
+        .await
+        .stop()
+        .await;
     for i in 0..7 {
-        let opts = TriggerOptions::new().concurrency_key(if i % 2 == 0 { "even" } else { "odd" }).tag(format!("n{i}"));
-        client.trigger::<Echo>(WorkspacePayload { ws_id: i.to_string() }, opts).await.unwrap();
+        let opts = TriggerOptions::new()
+            .concurrency_key(if i % 2 == 0 { "even" } else { "odd" })
+            .tag(format!("n{i}"));
+        client
+            .trigger::<Echo>(
+                WorkspacePayload {
+                    ws_id: i.to_string(),
+                },
+                opts,
+            )
+            .await
+            .unwrap();
     }
-    client.trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, TriggerOptions::new()).await.unwrap();
+    client
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, TriggerOptions::new())
+        .await
+        .unwrap();
 
     let mut seen = Vec::new();
-    let mut filter = RunFilter { task_ids: vec!["echo".into()], limit: Some(3), ..Default::default() };
+    let mut filter = RunFilter {
+        task_ids: vec!["echo".into()],
+        limit: Some(3),
+        ..Default::default()
+    };
     loop {
         let page = client.runs().list(&filter).await.unwrap();
         seen.extend(page.runs.iter().map(|r| r.id));
@@ -270,18 +483,54 @@ async fn runs_list_filters_and_pages_and_replay_makes_a_new_run() {
         }
     }
     assert_eq!(seen.len(), 7);
-    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first, no repeats");
-    let even = client.runs().list(&RunFilter { concurrency_key: Some("even".into()), ..Default::default() }).await.unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeats"
+    );
+    let even = client
+        .runs()
+        .list(&RunFilter {
+            concurrency_key: Some("even".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(even.runs.len(), 4);
-    let tagged = client.runs().list(&RunFilter { tags: vec!["n3".into()], ..Default::default() }).await.unwrap();
+    let tagged = client
+        .runs()
+        .list(&RunFilter {
+            tags: vec!["n3".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(tagged.runs.len(), 1);
-    let queued = client.runs().list(&RunFilter { statuses: vec![RunStatus::Queued], queue: Some("flaky".into()), ..Default::default() }).await.unwrap();
+    let queued = client
+        .runs()
+        .list(&RunFilter {
+            statuses: vec![RunStatus::Queued],
+            queue: Some("flaky".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(queued.runs.len(), 1);
-    let future = client.runs().list(&RunFilter { created_after: Some(chrono::Utc::now() + chrono::Duration::hours(1)), ..Default::default() }).await.unwrap();
+    let future = client
+        .runs()
+        .list(&RunFilter {
+            created_after: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(future.runs.is_empty());
 
     let original = tagged.runs[0].clone();
-    let replay = client.runs().replay(original.id, Some(serde_json::json!({"ws_id": "edited"}))).await.unwrap();
+    let replay = client
+        .runs()
+        .replay(original.id, Some(serde_json::json!({"ws_id": "edited"})))
+        .await
+        .unwrap();
     let run = client.runs().retrieve(replay.id).await.unwrap();
     assert_eq!(run.replay_of, Some(original.id));
     assert_eq!(run.payload, serde_json::json!({"ws_id": "edited"}));

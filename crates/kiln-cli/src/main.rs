@@ -1,1 +1,155 @@
-fn main(){}
+//! The `kiln` command: run a development setup, migrate, inspect and steer runs and queues,
+//! trigger tasks, and benchmark.
+//!
+//! Exit codes: 0 success, 1 failure, 2 bad usage, 3 not found.
+
+#![forbid(unsafe_code)]
+
+mod bench;
+mod dev;
+mod ops;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Durable background jobs on PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Kiln locally: a private Postgres (unless DATABASE_URL is set), migrations, and a worker
+    /// running the example tasks with runs flowing through it.
+    Dev(dev::DevArgs),
+    /// Apply Kiln's migrations to DATABASE_URL.
+    Migrate(ops::DbArgs),
+    /// Inspect and steer runs.
+    #[command(subcommand)]
+    Runs(ops::RunsCommand),
+    /// Inspect and steer queues.
+    #[command(subcommand)]
+    Queues(ops::QueuesCommand),
+    /// List the tasks workers have registered.
+    #[command(subcommand)]
+    Tasks(ops::TasksCommand),
+    /// Trigger a run of a task by id.
+    Trigger(ops::TriggerArgs),
+    /// Measure throughput and latency against DATABASE_URL.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// A failure to report, with the exit code it maps to.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) code: u8,
+}
+
+impl Failure {
+    pub(crate) fn new(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 1,
+        }
+    }
+
+    pub(crate) fn not_found(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 3,
+        }
+    }
+
+    pub(crate) fn usage(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 2,
+        }
+    }
+}
+
+impl From<kiln::ClientError> for Failure {
+    fn from(error: kiln::ClientError) -> Self {
+        match error {
+            kiln::ClientError::RunNotFound(_) => Self::not_found(error),
+            kiln::ClientError::InvalidTrigger { .. } => Self::usage(error),
+            kiln::ClientError::Store(kiln_store::StoreError::Invalid(ref m))
+                if m.contains("does not exist") =>
+            {
+                Self::not_found(error)
+            }
+            _ => Self::new(error),
+        }
+    }
+}
+
+pub(crate) type CliResult = Result<(), Failure>;
+
+fn init_tracing(default: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| default.parse().expect("default filter parses"));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
+        .with(filter)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => {
+                init_tracing("info,sqlx=warn");
+                dev::run(args).await
+            }
+            Command::Bench(command) => {
+                init_tracing("warn");
+                bench::run(command).await
+            }
+            other => {
+                init_tracing("warn");
+                match other {
+                    Command::Migrate(args) => ops::migrate(args).await,
+                    Command::Runs(c) => ops::runs(c).await,
+                    Command::Queues(c) => ops::queues(c).await,
+                    Command::Tasks(c) => ops::tasks(c).await,
+                    Command::Trigger(args) => ops::trigger(args).await,
+                    Command::Dev(_) | Command::Bench(_) => unreachable!("handled above"),
+                }
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -27,13 +27,18 @@ pub enum ClientError {
     #[error(transparent)]
     Store(StoreError),
     /// The database could not be reached.
-    #[error("cannot connect to PostgreSQL: {0}; check DATABASE_URL and that the server is running")]
+    #[error(
+        "cannot connect to PostgreSQL: {0}; check DATABASE_URL and that the server is running"
+    )]
     Connect(#[source] sqlx::Error),
 }
 
 impl ClientError {
     pub(crate) fn invalid(task_id: &str, message: impl Into<String>) -> Self {
-        Self::InvalidTrigger { task_id: task_id.to_owned(), message: message.into() }
+        Self::InvalidTrigger {
+            task_id: task_id.to_owned(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn connect(error: sqlx::Error) -> Self {

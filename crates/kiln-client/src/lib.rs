@@ -43,7 +43,10 @@ pub struct RunHandle {
 
 impl From<InsertedRun> for RunHandle {
     fn from(run: InsertedRun) -> Self {
-        Self { id: run.id, is_cached: run.is_cached }
+        Self {
+            id: run.id,
+            is_cached: run.is_cached,
+        }
     }
 }
 
@@ -59,7 +62,10 @@ pub struct BatchItem<P> {
 impl<P> BatchItem<P> {
     /// An item with default options.
     pub fn new(payload: P) -> Self {
-        Self { payload, options: Options::default() }
+        Self {
+            payload,
+            options: Options::default(),
+        }
     }
 
     /// An item with these options.
@@ -123,7 +129,8 @@ impl Client {
     ) -> Result<RunHandle, ClientError> {
         let spec = typed_spec::<T>(&payload, options)?;
         let allow = spec.options.allow_unregistered;
-        let mut runs = run_insert_many(&mut *tx, T::ID, Some(&T::DEFINITION), &[spec], allow).await?;
+        let mut runs =
+            run_insert_many(&mut *tx, T::ID, Some(&T::DEFINITION), &[spec], allow).await?;
         Ok(runs.remove(0).into())
     }
 
@@ -158,7 +165,9 @@ impl Client {
         payload: serde_json::Value,
         options: Options,
     ) -> Result<RunHandle, ClientError> {
-        options.validate().map_err(|e| ClientError::invalid(task_id, e))?;
+        options
+            .validate()
+            .map_err(|e| ClientError::invalid(task_id, e))?;
         let allow = options.allow_unregistered;
         let spec = RunSpec { payload, options };
         let mut runs = run_insert_many(&self.pool, task_id, None, &[spec], allow).await?;
@@ -174,8 +183,13 @@ impl Client {
         check_batch_size(task_id, items.len())?;
         let mut specs = Vec::with_capacity(items.len());
         for item in items {
-            item.options.validate().map_err(|e| ClientError::invalid(task_id, e))?;
-            specs.push(RunSpec { payload: item.payload, options: item.options });
+            item.options
+                .validate()
+                .map_err(|e| ClientError::invalid(task_id, e))?;
+            specs.push(RunSpec {
+                payload: item.payload,
+                options: item.options,
+            });
         }
         let allow = specs.iter().any(|s| s.options.allow_unregistered);
         let runs = run_insert_many(&self.pool, task_id, None, &specs, allow).await?;
@@ -207,14 +221,22 @@ fn check_batch_size(task_id: &str, len: usize) -> Result<(), ClientError> {
 }
 
 fn typed_spec<T: Task>(payload: &T::Payload, options: Options) -> Result<RunSpec, ClientError> {
-    options.validate().map_err(|e| ClientError::invalid(T::ID, e))?;
+    options
+        .validate()
+        .map_err(|e| ClientError::invalid(T::ID, e))?;
     let payload = serde_json::to_value(payload).map_err(|e| {
-        ClientError::invalid(T::ID, format!("the payload does not serialize to JSON: {e}"))
+        ClientError::invalid(
+            T::ID,
+            format!("the payload does not serialize to JSON: {e}"),
+        )
     })?;
     Ok(RunSpec { payload, options })
 }
 
 fn typed_batch<T: Task>(items: Vec<BatchItem<T::Payload>>) -> Result<Vec<RunSpec>, ClientError> {
     check_batch_size(T::ID, items.len())?;
-    items.into_iter().map(|item| typed_spec::<T>(&item.payload, item.options)).collect()
+    items
+        .into_iter()
+        .map(|item| typed_spec::<T>(&item.payload, item.options))
+        .collect()
 }

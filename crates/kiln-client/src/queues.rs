@@ -1,6 +1,8 @@
 //! `client.queues()`: list, pause, resume, limit.
 
-use kiln_store::queue::{queue_get, queue_list, queue_set_limit_override, queue_set_paused, QueueRow};
+use kiln_store::queue::{
+    queue_get, queue_list, queue_set_limit_override, queue_set_paused, QueueRow,
+};
 
 use crate::ClientError;
 

@@ -1,7 +1,9 @@
 //! `client.runs()`: retrieve, list, cancel, replay.
 
 use kiln_core::{Run, TriggerOptions};
-use kiln_store::run::{run_cancel, run_get, run_insert_many, run_list, CancelOutcome, RunFilter, RunPage, RunSpec};
+use kiln_store::run::{
+    run_cancel, run_get, run_insert_many, run_list, CancelOutcome, RunFilter, RunPage, RunSpec,
+};
 use uuid::Uuid;
 
 use crate::{ClientError, RunHandle};
@@ -19,7 +21,9 @@ impl<'a> Runs<'a> {
 
     /// One run with its attempts.
     pub async fn retrieve(&self, id: Uuid) -> Result<Run, ClientError> {
-        run_get(self.pool, id).await?.ok_or(ClientError::RunNotFound(id))
+        run_get(self.pool, id)
+            .await?
+            .ok_or(ClientError::RunNotFound(id))
     }
 
     /// A page of runs, newest first, filtered.
@@ -53,7 +57,10 @@ impl<'a> Runs<'a> {
             allow_unregistered: true,
             ..TriggerOptions::default()
         };
-        let spec = RunSpec { payload: payload.unwrap_or(original.payload), options };
+        let spec = RunSpec {
+            payload: payload.unwrap_or(original.payload),
+            options,
+        };
         let mut runs = run_insert_many(self.pool, &original.task_id, None, &[spec], true).await?;
         Ok(runs.remove(0).into())
     }

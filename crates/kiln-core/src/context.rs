@@ -38,7 +38,10 @@ pub struct Context {
 impl Context {
     /// A context for one attempt. The worker builds these; tests of task bodies may too.
     pub fn new(info: RunInfo, cancel: CancellationToken) -> Self {
-        Self { info: Arc::new(info), cancel }
+        Self {
+            info: Arc::new(info),
+            cancel,
+        }
     }
 
     /// The run's id.

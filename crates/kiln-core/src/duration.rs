@@ -69,7 +69,11 @@ pub const fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             return Err(DurationError::MissingPart);
         }
         let first = bytes[unit_start];
-        let second = if unit_len > 1 { bytes[unit_start + 1] } else { 0 };
+        let second = if unit_len > 1 {
+            bytes[unit_start + 1]
+        } else {
+            0
+        };
         let unit_ms: u64 = match (unit_len, first, second) {
             (2, b'm', b's') => 1,
             (1, b's', _) => 1_000,
@@ -110,6 +114,9 @@ mod tests {
         assert_eq!(parse_duration("5 minutes"), Err(DurationError::MissingPart));
         assert_eq!(parse_duration("5min"), Err(DurationError::UnknownUnit));
         assert_eq!(parse_duration("5w"), Err(DurationError::UnknownUnit));
-        assert_eq!(parse_duration("99999999999999999999s"), Err(DurationError::Overflow));
+        assert_eq!(
+            parse_duration("99999999999999999999s"),
+            Err(DurationError::Overflow)
+        );
     }
 }

@@ -43,7 +43,11 @@ pub struct ErrorRecord {
 impl ErrorRecord {
     /// A record with no cause chain.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), chain: Vec::new() }
+        Self {
+            kind,
+            message: message.into(),
+            chain: Vec::new(),
+        }
     }
 }
 
@@ -60,18 +64,24 @@ pub struct Error {
 impl Error {
     /// An ordinary, retryable error with this message.
     pub fn msg(message: impl Into<String>) -> Self {
-        Self { record: ErrorRecord::new(ErrorKind::Error, message) }
+        Self {
+            record: ErrorRecord::new(ErrorKind::Error, message),
+        }
     }
 
     /// An error that fails the run at once, whatever attempts remain (Trigger.dev's
     /// `AbortTaskRunError`).
     pub fn abort(message: impl Into<String>) -> Self {
-        Self { record: ErrorRecord::new(ErrorKind::Abort, message) }
+        Self {
+            record: ErrorRecord::new(ErrorKind::Abort, message),
+        }
     }
 
     /// An error of the given kind (used by the worker for timeouts, panics and payloads).
     pub fn with_kind(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { record: ErrorRecord::new(kind, message) }
+        Self {
+            record: ErrorRecord::new(kind, message),
+        }
     }
 
     /// True when this error must not be retried.
@@ -108,7 +118,13 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
             chain.push(cause.to_string());
             source = cause.source();
         }
-        Self { record: ErrorRecord { kind: ErrorKind::Error, message: error.to_string(), chain } }
+        Self {
+            record: ErrorRecord {
+                kind: ErrorKind::Error,
+                message: error.to_string(),
+                chain,
+            },
+        }
     }
 }
 
@@ -141,7 +157,10 @@ mod tests {
         let error: Error = Outer(inner).into();
         assert!(!error.is_abort());
         assert_eq!(error.record().chain, ["connect timed out"]);
-        assert_eq!(error.to_string(), "calendar API refused the request: connect timed out");
+        assert_eq!(
+            error.to_string(),
+            "calendar API refused the request: connect timed out"
+        );
     }
 
     #[test]

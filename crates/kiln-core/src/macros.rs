@@ -158,12 +158,21 @@ macro_rules! __kiln_task_option {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __kiln_queue_option {
-    ($name:ident, $q:ident, name, $v:literal) => { $q.name($v) };
-    ($name:ident, $q:ident, concurrency_limit, $v:literal) => { $q.concurrency_limit($v) };
-    ($name:ident, $q:ident, total_limit, $v:literal) => { $q.total_limit($v) };
+    ($name:ident, $q:ident, name, $v:literal) => {
+        $q.name($v)
+    };
+    ($name:ident, $q:ident, concurrency_limit, $v:literal) => {
+        $q.concurrency_limit($v)
+    };
+    ($name:ident, $q:ident, total_limit, $v:literal) => {
+        $q.total_limit($v)
+    };
     ($name:ident, $q:ident, $k:ident, $v:tt) => {
         ::core::compile_error!(concat!(
-            "task `", stringify!($name), "`: unknown queue option `", stringify!($k),
+            "task `",
+            stringify!($name),
+            "`: unknown queue option `",
+            stringify!($k),
             "`; queue options are name, concurrency_limit, total_limit"
         ))
     };
@@ -173,21 +182,38 @@ macro_rules! __kiln_queue_option {
 #[macro_export]
 macro_rules! __kiln_retry_option {
     ($name:ident, $r:ident, max_attempts, $v:literal) => {
-        $crate::RetryPolicy { max_attempts: $v, ..$r }
+        $crate::RetryPolicy {
+            max_attempts: $v,
+            ..$r
+        }
     };
-    ($name:ident, $r:ident, factor, $v:literal) => { $crate::RetryPolicy { factor: $v, ..$r } };
+    ($name:ident, $r:ident, factor, $v:literal) => {
+        $crate::RetryPolicy { factor: $v, ..$r }
+    };
     ($name:ident, $r:ident, randomize, $v:literal) => {
-        $crate::RetryPolicy { randomize: $v, ..$r }
+        $crate::RetryPolicy {
+            randomize: $v,
+            ..$r
+        }
     };
     ($name:ident, $r:ident, min_timeout, $v:literal) => {
-        $crate::RetryPolicy { min_timeout: $crate::__kiln_duration!($name, retry.min_timeout, $v), ..$r }
+        $crate::RetryPolicy {
+            min_timeout: $crate::__kiln_duration!($name, retry.min_timeout, $v),
+            ..$r
+        }
     };
     ($name:ident, $r:ident, max_timeout, $v:literal) => {
-        $crate::RetryPolicy { max_timeout: $crate::__kiln_duration!($name, retry.max_timeout, $v), ..$r }
+        $crate::RetryPolicy {
+            max_timeout: $crate::__kiln_duration!($name, retry.max_timeout, $v),
+            ..$r
+        }
     };
     ($name:ident, $r:ident, $k:ident, $v:tt) => {
         ::core::compile_error!(concat!(
-            "task `", stringify!($name), "`: unknown retry option `", stringify!($k),
+            "task `",
+            stringify!($name),
+            "`: unknown retry option `",
+            stringify!($k),
             "`; retry options are max_attempts, factor, min_timeout, max_timeout, randomize"
         ))
     };

@@ -155,7 +155,10 @@ impl TriggerOptions {
             crate::validate_task_id(queue).map_err(|e| format!("queue {queue:?}: {e}"))?;
         }
         if self.concurrency_key.as_deref() == Some("") {
-            return Err("concurrency_key is empty: leave it out, or pass a value such as a workspace id".into());
+            return Err(
+                "concurrency_key is empty: leave it out, or pass a value such as a workspace id"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -53,7 +53,11 @@ impl RetryPolicy {
 
     /// The delay before the retry that follows failed attempt number `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let jitter = if self.randomize { 1.0 + fastrand::f64() } else { 1.0 };
+        let jitter = if self.randomize {
+            1.0 + fastrand::f64()
+        } else {
+            1.0
+        };
         self.delay_with_jitter(attempt, jitter)
     }
 
@@ -101,9 +105,13 @@ mod tests {
     #[test]
     fn delays_grow_by_factor_and_stop_at_max_timeout() {
         let policy = RetryPolicy::DEFAULT;
-        let delays: Vec<u64> =
-            (1..=8).map(|a| policy.delay_with_jitter(a, 1.0).as_millis() as u64).collect();
-        assert_eq!(delays, [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]);
+        let delays: Vec<u64> = (1..=8)
+            .map(|a| policy.delay_with_jitter(a, 1.0).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]
+        );
     }
 
     #[test]
@@ -111,7 +119,10 @@ mod tests {
         let policy = RetryPolicy::DEFAULT;
         for _ in 0..1_000 {
             let d = policy.delay(2).as_millis();
-            assert!((2_000..4_000).contains(&d), "delay {d} ms outside [2 s, 4 s)");
+            assert!(
+                (2_000..4_000).contains(&d),
+                "delay {d} ms outside [2 s, 4 s)"
+            );
             assert!(policy.delay(20) <= DEFAULT_MAX_TIMEOUT);
         }
     }
@@ -124,6 +135,9 @@ mod tests {
             serde_json::json!({"max_attempts": 3, "factor": 2.0, "min_timeout_ms": 1000,
                                "max_timeout_ms": 60000, "randomize": true})
         );
-        assert_eq!(serde_json::from_value::<RetryPolicy>(json).unwrap(), RetryPolicy::DEFAULT);
+        assert_eq!(
+            serde_json::from_value::<RetryPolicy>(json).unwrap(),
+            RetryPolicy::DEFAULT
+        );
     }
 }

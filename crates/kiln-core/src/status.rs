@@ -65,7 +65,10 @@ impl RunStatus {
 
     /// True once the run will never change status again.
     pub const fn is_final(self) -> bool {
-        !matches!(self, Self::Delayed | Self::Queued | Self::Executing | Self::Waiting)
+        !matches!(
+            self,
+            Self::Delayed | Self::Queued | Self::Executing | Self::Waiting
+        )
     }
 }
 
@@ -134,6 +137,9 @@ mod tests {
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }
         let err = "done".parse::<RunStatus>().unwrap_err().to_string();
-        assert!(err.contains("\"done\"") && err.contains("completed"), "{err}");
+        assert!(
+            err.contains("\"done\"") && err.contains("completed"),
+            "{err}"
+        );
     }
 }

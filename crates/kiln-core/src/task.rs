@@ -23,7 +23,11 @@ pub struct QueueDefinition {
 impl QueueDefinition {
     /// The task's own queue with no limit.
     pub const fn new() -> Self {
-        Self { name: None, concurrency_limit: None, total_limit: None }
+        Self {
+            name: None,
+            concurrency_limit: None,
+            total_limit: None,
+        }
     }
 
     /// Names the queue (tasks sharing a name share the queue and its limits).

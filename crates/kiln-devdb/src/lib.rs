@@ -58,9 +58,14 @@ impl Server {
 
     /// Stops a private server (a no-op for a server Kiln did not start).
     pub fn stop(&self) -> Result<(), DevDbError> {
-        let Some(dir) = &self.data_dir else { return Ok(()) };
+        let Some(dir) = &self.data_dir else {
+            return Ok(());
+        };
         let bin = find_binaries().ok_or(DevDbError::NoBinaries)?;
-        run_as_owner(&bin.join("pg_ctl"), &["-D", &dir.to_string_lossy(), "-m", "fast", "-w", "stop"])
+        run_as_owner(
+            &bin.join("pg_ctl"),
+            &["-D", &dir.to_string_lossy(), "-m", "fast", "-w", "stop"],
+        )
     }
 }
 
@@ -83,11 +88,20 @@ pub fn replace_database(url: &str, name: &str) -> String {
 
 /// A URL with its password replaced by `***`, fit for messages and logs.
 pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
     let rest = &url[scheme_end..];
-    let Some(at) = rest.find('@') else { return url.to_owned() };
+    let Some(at) = rest.find('@') else {
+        return url.to_owned();
+    };
     match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..]),
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
         None => url.to_owned(),
     }
 }
@@ -134,15 +148,19 @@ fn run_as_owner(program: &Path, args: &[&str]) -> Result<(), DevDbError> {
     };
     command.args(args);
     let shown = format!("{} {}", program.display(), args.join(" "));
-    let output = command
-        .output()
-        .map_err(|e| DevDbError::Command { command: shown.clone(), detail: e.to_string() })?;
+    let output = command.output().map_err(|e| DevDbError::Command {
+        command: shown.clone(),
+        detail: e.to_string(),
+    })?;
     if !output.status.success() {
         let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_owned();
         if detail.is_empty() {
             detail = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         }
-        return Err(DevDbError::Command { command: shown, detail });
+        return Err(DevDbError::Command {
+            command: shown,
+            detail,
+        });
     }
     Ok(())
 }
@@ -168,23 +186,40 @@ pub async fn start_private(data_dir: &Path) -> Result<Server, DevDbError> {
         command: format!("creating {}", data_dir.display()),
         detail: e.to_string(),
     })?;
-    let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_owned());
+    let data_dir = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_owned());
     let dir = data_dir.to_string_lossy().into_owned();
     let port_file = data_dir.join("kiln-port");
     if let Ok(port) = std::fs::read_to_string(&port_file) {
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", port.trim());
         if reachable(&url).await {
-            return Ok(Server { admin_url: url, data_dir: Some(data_dir) });
+            return Ok(Server {
+                admin_url: url,
+                data_dir: Some(data_dir),
+            });
         }
     }
     if is_root() {
-        let _ = Command::new("chown").args(["-R", "postgres:postgres", &dir]).status();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres", &dir])
+            .status();
         let _ = Command::new("chmod").args(["700", &dir]).status();
     }
     if !data_dir.join("PG_VERSION").is_file() {
         run_as_owner(
             &bin.join("initdb"),
-            &["-D", &dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
+            &[
+                "-D",
+                &dir,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
         )?;
     }
     let port = free_port()?;
@@ -192,21 +227,38 @@ pub async fn start_private(data_dir: &Path) -> Result<Server, DevDbError> {
         "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     );
     let log = data_dir.join("server.log").to_string_lossy().into_owned();
-    run_as_owner(&bin.join("pg_ctl"), &["-D", &dir, "-l", &log, "-o", &options, "-w", "-t", "60", "start"])?;
+    run_as_owner(
+        &bin.join("pg_ctl"),
+        &[
+            "-D", &dir, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
+        ],
+    )?;
     let _ = std::fs::write(&port_file, port.to_string());
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    Ok(Server { admin_url: url, data_dir: Some(data_dir) })
+    Ok(Server {
+        admin_url: url,
+        data_dir: Some(data_dir),
+    })
 }
 
 /// The server tests use: `DATABASE_URL` when set, else a local server on 127.0.0.1:5432 if one
 /// answers, else a private server in `fallback_dir`.
 pub async fn server_for_tests(fallback_dir: &Path) -> Result<Server, DevDbError> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
-        return Ok(Server { admin_url: url, data_dir: None });
+        return Ok(Server {
+            admin_url: url,
+            data_dir: None,
+        });
     }
-    for candidate in ["postgres://postgres@127.0.0.1:5432/postgres", "postgres://127.0.0.1:5432/postgres"] {
+    for candidate in [
+        "postgres://postgres@127.0.0.1:5432/postgres",
+        "postgres://127.0.0.1:5432/postgres",
+    ] {
         if reachable(candidate).await {
-            return Ok(Server { admin_url: candidate.to_owned(), data_dir: None });
+            return Ok(Server {
+                admin_url: candidate.to_owned(),
+                data_dir: None,
+            });
         }
     }
     start_private(fallback_dir).await
@@ -220,16 +272,23 @@ pub const TEST_DATABASE_PREFIX: &str = "kiln_test_";
 pub async fn create_test_database(server: &Server) -> Result<String, DevDbError> {
     let mut admin = sqlx::PgConnection::connect(&server.admin_url)
         .await
-        .map_err(|source| DevDbError::Connect { url: redact(&server.admin_url), source })?;
+        .map_err(|source| DevDbError::Connect {
+            url: redact(&server.admin_url),
+            source,
+        })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let stale: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE $1")
-        .bind(format!("{TEST_DATABASE_PREFIX}%"))
-        .fetch_all(&mut admin)
-        .await
-        .map_err(|source| DevDbError::Connect { url: redact(&server.admin_url), source })?;
+    let stale: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("{TEST_DATABASE_PREFIX}%"))
+            .fetch_all(&mut admin)
+            .await
+            .map_err(|source| DevDbError::Connect {
+                url: redact(&server.admin_url),
+                source,
+            })?;
     for (name,) in stale {
         let created: Option<u64> = name
             .strip_prefix(TEST_DATABASE_PREFIX)
@@ -241,15 +300,24 @@ pub async fn create_test_database(server: &Server) -> Result<String, DevDbError>
                 .await;
         }
     }
-    let name = format!("{TEST_DATABASE_PREFIX}{now}_{}", uuid::Uuid::now_v7().simple());
+    let name = format!(
+        "{TEST_DATABASE_PREFIX}{now}_{}",
+        uuid::Uuid::now_v7().simple()
+    );
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&mut admin)
         .await
-        .map_err(|source| DevDbError::Connect { url: redact(&server.admin_url), source })?;
+        .map_err(|source| DevDbError::Connect {
+            url: redact(&server.admin_url),
+            source,
+        })?;
     let url = server.database_url(&name);
     let pool = sqlx::PgPool::connect(&url)
         .await
-        .map_err(|source| DevDbError::Connect { url: redact(&url), source })?;
+        .map_err(|source| DevDbError::Connect {
+            url: redact(&url),
+            source,
+        })?;
     kiln_store::migrate(&pool).await?;
     pool.close().await;
     Ok(url)

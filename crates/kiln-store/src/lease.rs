@@ -106,7 +106,10 @@ pub async fn lease_claim(
             attempt: row.4.unwrap_or(1) as u32,
             counted_attempt: row.5.unwrap_or(1) as u32,
             max_attempts: row.6.unwrap_or(1) as u32,
-            retry: row.7.and_then(|r| serde_json::from_value(r).ok()).unwrap_or_default(),
+            retry: row
+                .7
+                .and_then(|r| serde_json::from_value(r).ok())
+                .unwrap_or_default(),
             max_duration: row.8.map(|ms| Duration::from_millis(ms as u64)),
             payload: row.9.unwrap_or(serde_json::Value::Null),
             metadata: row.10.unwrap_or_else(|| serde_json::json!({})),
@@ -135,8 +138,10 @@ pub async fn lease_heartbeat(
     held: &[(Uuid, u32)],
     lease: Duration,
 ) -> Result<Vec<HeartbeatAck>> {
-    let (ids, attempts): (Vec<Uuid>, Vec<i32>) =
-        held.iter().map(|(id, attempt)| (*id, *attempt as i32)).unzip();
+    let (ids, attempts): (Vec<Uuid>, Vec<i32>) = held
+        .iter()
+        .map(|(id, attempt)| (*id, *attempt as i32))
+        .unzip();
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
         "WITH extended AS (
              UPDATE kiln.leases l SET expires_at = now() + $4 * interval '1 millisecond'
@@ -153,7 +158,10 @@ pub async fn lease_heartbeat(
     .fetch_all(pool)
     .await
     .map_err(db("extending leases"))?;
-    Ok(rows.into_iter().map(|(run_id, canceled)| HeartbeatAck { run_id, canceled }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, canceled)| HeartbeatAck { run_id, canceled })
+        .collect())
 }
 
 /// How one attempt ended, to be recorded by [`lease_complete_many`].
@@ -207,7 +215,11 @@ pub async fn lease_complete_many(
         outcomes.push(end.outcome.as_str());
         finals.push(end.final_status.as_str());
         outputs.push(end.output.clone());
-        errors.push(end.error.as_ref().map(|e| serde_json::to_value(e).expect("errors serialize")));
+        errors.push(
+            end.error
+                .as_ref()
+                .map(|e| serde_json::to_value(e).expect("errors serialize")),
+        );
         retry_ats.push(end.retry_at);
         released.push(end.released);
     }

@@ -98,18 +98,23 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<i32>> {
         }
     }
     let mut newly = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+    {
         let mut tx = conn.begin().await.map_err(db("starting a migration"))?;
         sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(|e| {
             StoreError::Migration(format!("migration {} ({}) failed: {e}", m.version, m.name))
         })?;
-        sqlx::query("INSERT INTO kiln.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)")
-            .bind(m.version)
-            .bind(m.name)
-            .bind(checksum(m.sql))
-            .execute(&mut *tx)
-            .await
-            .map_err(db("recording a migration"))?;
+        sqlx::query(
+            "INSERT INTO kiln.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(checksum(m.sql))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("recording a migration"))?;
         tx.commit().await.map_err(db("committing a migration"))?;
         newly.push(m.version);
     }

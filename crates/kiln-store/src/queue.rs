@@ -31,11 +31,20 @@ impl QueueRow {
     }
 }
 
-const QUEUE_COLUMNS: &str = "q.name, q.concurrency_limit, q.limit_override, q.total_limit, q.paused,
+const QUEUE_COLUMNS: &str =
+    "q.name, q.concurrency_limit, q.limit_override, q.total_limit, q.paused,
     (SELECT count(*) FROM kiln.leases l WHERE l.queue = q.name) AS running,
     (SELECT count(*) FROM kiln.ready r WHERE r.queue = q.name) AS queued";
 
-type QueueTuple = (String, Option<i32>, Option<i32>, Option<i32>, bool, i64, i64);
+type QueueTuple = (
+    String,
+    Option<i32>,
+    Option<i32>,
+    Option<i32>,
+    bool,
+    i64,
+    i64,
+);
 
 fn queue_row(t: QueueTuple) -> QueueRow {
     QueueRow {
@@ -51,22 +60,24 @@ fn queue_row(t: QueueTuple) -> QueueRow {
 
 /// Lists every queue with its live counts.
 pub async fn queue_list(pool: &Pool) -> Result<Vec<QueueRow>> {
-    let rows: Vec<QueueTuple> =
-        sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM kiln.queues q ORDER BY q.name"))
-            .fetch_all(pool)
-            .await
-            .map_err(db("listing queues"))?;
+    let rows: Vec<QueueTuple> = sqlx::query_as(&format!(
+        "SELECT {QUEUE_COLUMNS} FROM kiln.queues q ORDER BY q.name"
+    ))
+    .fetch_all(pool)
+    .await
+    .map_err(db("listing queues"))?;
     Ok(rows.into_iter().map(queue_row).collect())
 }
 
 /// One queue with its live counts.
 pub async fn queue_get(pool: &Pool, name: &str) -> Result<Option<QueueRow>> {
-    let row: Option<QueueTuple> =
-        sqlx::query_as(&format!("SELECT {QUEUE_COLUMNS} FROM kiln.queues q WHERE q.name = $1"))
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .map_err(db("reading a queue"))?;
+    let row: Option<QueueTuple> = sqlx::query_as(&format!(
+        "SELECT {QUEUE_COLUMNS} FROM kiln.queues q WHERE q.name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .map_err(db("reading a queue"))?;
     Ok(row.map(queue_row))
 }
 
@@ -78,12 +89,13 @@ fn unknown_queue(name: &str) -> StoreError {
 
 /// Pauses or resumes a queue. A paused queue keeps its runs; no new run starts until resumed.
 pub async fn queue_set_paused(pool: &Pool, name: &str, paused: bool) -> Result<()> {
-    let done = sqlx::query("UPDATE kiln.queues SET paused = $2, updated_at = now() WHERE name = $1")
-        .bind(name)
-        .bind(paused)
-        .execute(pool)
-        .await
-        .map_err(db("pausing or resuming a queue"))?;
+    let done =
+        sqlx::query("UPDATE kiln.queues SET paused = $2, updated_at = now() WHERE name = $1")
+            .bind(name)
+            .bind(paused)
+            .execute(pool)
+            .await
+            .map_err(db("pausing or resuming a queue"))?;
     if done.rows_affected() == 0 {
         return Err(unknown_queue(name));
     }
@@ -122,10 +134,7 @@ pub async fn queue_set_limit_override(pool: &Pool, name: &str, limit: Option<i32
 
 /// Adds missing `queue_keys` rows for ready runs and drops keys with nothing waiting or running
 /// that were not served for `idle_for`. Returns (added, dropped).
-pub async fn queue_key_repair(
-    pool: &Pool,
-    idle_before: DateTime<Utc>,
-) -> Result<(u64, u64)> {
+pub async fn queue_key_repair(pool: &Pool, idle_before: DateTime<Utc>) -> Result<(u64, u64)> {
     let added = sqlx::query(
         "INSERT INTO kiln.queue_keys (queue, concurrency_key)
          SELECT DISTINCT r.queue, r.concurrency_key FROM kiln.ready r

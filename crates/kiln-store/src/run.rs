@@ -70,9 +70,11 @@ fn spec_json(spec: &RunSpec) -> serde_json::Value {
     if let Some(v) = &o.queue {
         put("queue", v.as_str().into());
     }
-    for (key, id) in
-        [("parent_run_id", o.parent_run_id), ("root_run_id", o.root_run_id), ("replay_of", o.replay_of)]
-    {
+    for (key, id) in [
+        ("parent_run_id", o.parent_run_id),
+        ("root_run_id", o.root_run_id),
+        ("replay_of", o.replay_of),
+    ] {
         if let Some(id) = id {
             put(key, id.to_string().into());
         }
@@ -139,7 +141,9 @@ fn run_from_row(row: &PgRow) -> std::result::Result<Run, sqlx::Error> {
         task_id: row.try_get("task_id")?,
         queue: row.try_get("queue")?,
         concurrency_key: row.try_get("concurrency_key")?,
-        status: status.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        status: status
+            .parse()
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         payload: row.try_get("payload")?,
         output: row.try_get("output")?,
         error: error.and_then(|e| serde_json::from_value::<ErrorRecord>(e).ok()),
@@ -164,36 +168,46 @@ fn run_from_row(row: &PgRow) -> std::result::Result<Run, sqlx::Error> {
 
 /// One run with its attempts (finished ones, then the executing one if any), or `None`.
 pub async fn run_get(pool: &Pool, id: Uuid) -> Result<Option<Run>> {
-    let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM kiln.runs WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(db("reading a run"))?;
+    let row = sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM kiln.runs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db("reading a run"))?;
     let Some(row) = row else { return Ok(None) };
     let mut run = run_from_row(&row).map_err(db("reading a run"))?;
-    let attempts: Vec<(i32, String, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<serde_json::Value>)> =
-        sqlx::query_as(
-            "SELECT number, worker_id, status, started_at, finished_at, error
+    let attempts: Vec<(
+        i32,
+        String,
+        String,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        Option<serde_json::Value>,
+    )> = sqlx::query_as(
+        "SELECT number, worker_id, status, started_at, finished_at, error
                FROM kiln.attempts WHERE run_id = $1
              UNION ALL
              SELECT attempt, worker_id, 'executing', started_at, NULL, NULL
                FROM kiln.leases WHERE run_id = $1
              ORDER BY 1",
-        )
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .map_err(db("reading a run's attempts"))?;
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading a run's attempts"))?;
     run.attempt_list = attempts
         .into_iter()
-        .map(|(number, worker_id, status, started_at, finished_at, error)| Attempt {
-            number: number as u32,
-            worker_id,
-            status,
-            started_at,
-            finished_at,
-            error: error.and_then(|e| serde_json::from_value(e).ok()),
-        })
+        .map(
+            |(number, worker_id, status, started_at, finished_at, error)| Attempt {
+                number: number as u32,
+                worker_id,
+                status,
+                started_at,
+                finished_at,
+                error: error.and_then(|e| serde_json::from_value(e).ok()),
+            },
+        )
         .collect();
     Ok(Some(run))
 }
@@ -247,11 +261,15 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
     }
     let mut q = sqlx::QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM kiln.runs WHERE true"));
     if !filter.task_ids.is_empty() {
-        q.push(" AND task_id = ANY(").push_bind(filter.task_ids.clone()).push(")");
+        q.push(" AND task_id = ANY(")
+            .push_bind(filter.task_ids.clone())
+            .push(")");
     }
     if !filter.statuses.is_empty() {
         let names: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-        q.push(" AND status::text = ANY(").push_bind(names).push(")");
+        q.push(" AND status::text = ANY(")
+            .push_bind(names)
+            .push(")");
     }
     if let Some(queue) = &filter.queue {
         q.push(" AND queue = ").push_bind(queue.clone());
@@ -274,10 +292,18 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
     if let Some(cursor) = filter.cursor {
         q.push(" AND id < ").push_bind(cursor);
     }
-    q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit) + 1);
-    let rows = q.build().fetch_all(pool).await.map_err(db("listing runs"))?;
-    let mut runs =
-        rows.iter().map(run_from_row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing runs"))?;
+    q.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let rows = q
+        .build()
+        .fetch_all(pool)
+        .await
+        .map_err(db("listing runs"))?;
+    let mut runs = rows
+        .iter()
+        .map(run_from_row)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(db("listing runs"))?;
     let next_cursor = if runs.len() > limit as usize {
         runs.truncate(limit as usize);
         runs.last().map(|r| r.id)
@@ -324,7 +350,51 @@ pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
     .fetch_optional(pool)
     .await
     .map_err(db("canceling a run"))?;
-    let Some((status, canceled)) = row else { return Ok(CancelOutcome::NotFound) };
-    let was: RunStatus = status.parse().map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
-    Ok(if canceled > 0 { CancelOutcome::Canceled { was } } else { CancelOutcome::AlreadyFinished(was) })
+    let Some((status, canceled)) = row else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    let was: RunStatus = status
+        .parse()
+        .map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
+    Ok(if canceled > 0 {
+        CancelOutcome::Canceled { was }
+    } else {
+        CancelOutcome::AlreadyFinished(was)
+    })
+}
+
+/// Counts runs per status, for one task or for all.
+pub async fn run_status_counts(
+    pool: &Pool,
+    task_id: Option<&str>,
+) -> Result<Vec<(RunStatus, i64)>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status::text, count(*) FROM kiln.runs
+          WHERE $1::text IS NULL OR task_id = $1 GROUP BY 1 ORDER BY 1",
+    )
+    .bind(task_id)
+    .fetch_all(pool)
+    .await
+    .map_err(db("counting runs"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(s, n)| Some((s.parse().ok()?, n)))
+        .collect())
+}
+
+/// Deletes every run of a task with its attempts, waiting entries and leases (benchmarks start
+/// from a clean slate with this). Returns how many runs were deleted.
+pub async fn run_purge_task(pool: &Pool, task_id: &str) -> Result<u64> {
+    let done = sqlx::query(
+        "WITH gone AS (DELETE FROM kiln.runs WHERE task_id = $1 RETURNING id),
+              a AS (DELETE FROM kiln.attempts WHERE run_id IN (SELECT id FROM gone)),
+              r AS (DELETE FROM kiln.ready WHERE task_id = $1),
+              l AS (DELETE FROM kiln.leases WHERE task_id = $1)
+         SELECT count(*) FROM gone",
+    )
+    .bind(task_id)
+    .execute(pool)
+    .await
+    .map_err(db("purging a task's runs"))?;
+    Ok(done.rows_affected())
 }

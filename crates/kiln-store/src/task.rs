@@ -65,21 +65,28 @@ pub struct TaskRow {
 
 /// Lists registered tasks by id.
 pub async fn task_list(pool: &Pool) -> Result<Vec<TaskRow>> {
-    let rows: Vec<(String, String, Option<String>, i32, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT id, queue, description, max_attempts, last_seen_at FROM kiln.tasks ORDER BY id",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(db("listing tasks"))?;
+    let rows: Vec<(
+        String,
+        String,
+        Option<String>,
+        i32,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
+        "SELECT id, queue, description, max_attempts, last_seen_at FROM kiln.tasks ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db("listing tasks"))?;
     Ok(rows
         .into_iter()
-        .map(|(id, queue, description, max_attempts, last_seen_at)| TaskRow {
-            id,
-            queue,
-            description,
-            max_attempts,
-            last_seen_at,
-        })
+        .map(
+            |(id, queue, description, max_attempts, last_seen_at)| TaskRow {
+                id,
+                queue,
+                description,
+                max_attempts,
+                last_seen_at,
+            },
+        )
         .collect())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kiln_core::{AttemptOutcome, Context, Error, ErrorKind, ErrorRecord, RunInfo, RunStatus};
 use kiln_store::lease::{AttemptEnd, ClaimedRun};
+use tracing::Instrument;
 
 use crate::inflight::{InFlight, StopReason};
 use crate::registry::Registry;
@@ -29,7 +30,13 @@ pub(crate) async fn execute(
             ErrorKind::SystemFailure,
             format!("this worker has no task {:?} registered", run.task_id),
         );
-        return finish(&run, AttemptOutcome::Failed, RunStatus::SystemFailure, None, Some(error));
+        return finish(
+            &run,
+            AttemptOutcome::Failed,
+            RunStatus::SystemFailure,
+            None,
+            Some(error),
+        );
     };
     let ctx = Context::new(
         RunInfo {
@@ -45,7 +52,12 @@ pub(crate) async fn execute(
         },
         flight.token.clone(),
     );
-    let mut body = tokio::spawn(task.call(ctx, run.payload.clone()));
+    // The body runs in a task of its own (so a panic is caught and a stuck body can be dropped),
+    // inside the attempt's span.
+    let mut body = tokio::spawn(
+        task.call(ctx, run.payload.clone())
+            .instrument(tracing::Span::current()),
+    );
     let deadline = run.max_duration.map(|d| tokio::time::Instant::now() + d);
 
     let end = tokio::select! {
@@ -84,9 +96,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn joined_end(
-    joined: Result<Result<serde_json::Value, Error>, tokio::task::JoinError>,
-) -> BodyEnd {
+fn joined_end(joined: Result<Result<serde_json::Value, Error>, tokio::task::JoinError>) -> BodyEnd {
     match joined {
         Ok(Ok(output)) => BodyEnd::Output(output),
         Ok(Err(error)) => BodyEnd::Failed(error),
@@ -97,7 +107,10 @@ fn joined_end(
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "the task body panicked".to_owned());
-            BodyEnd::Failed(Error::with_kind(ErrorKind::Panic, format!("panicked: {message}")))
+            BodyEnd::Failed(Error::with_kind(
+                ErrorKind::Panic,
+                format!("panicked: {message}"),
+            ))
         }
         Err(_) => BodyEnd::Stopped(StopReason::Shutdown),
     }
@@ -106,9 +119,13 @@ fn joined_end(
 /// Applies the retry rules to how the body ended.
 fn outcome(run: &ClaimedRun, end: BodyEnd) -> AttemptEnd {
     match end {
-        BodyEnd::Output(output) => {
-            finish(run, AttemptOutcome::Completed, RunStatus::Completed, Some(output), None)
-        }
+        BodyEnd::Output(output) => finish(
+            run,
+            AttemptOutcome::Completed,
+            RunStatus::Completed,
+            Some(output),
+            None,
+        ),
         BodyEnd::Failed(error) => {
             let retryable = !error.is_abort() && run.counted_attempt < run.max_attempts;
             let record = error.into_record();
@@ -117,10 +134,22 @@ fn outcome(run: &ClaimedRun, end: BodyEnd) -> AttemptEnd {
                 let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 AttemptEnd {
                     retry_at: Some(retry_at),
-                    ..finish(run, AttemptOutcome::Failed, RunStatus::Failed, None, Some(record))
+                    ..finish(
+                        run,
+                        AttemptOutcome::Failed,
+                        RunStatus::Failed,
+                        None,
+                        Some(record),
+                    )
                 }
             } else {
-                finish(run, AttemptOutcome::Failed, RunStatus::Failed, None, Some(record))
+                finish(
+                    run,
+                    AttemptOutcome::Failed,
+                    RunStatus::Failed,
+                    None,
+                    Some(record),
+                )
             }
         }
         BodyEnd::Stopped(StopReason::TimedOut) => {
@@ -129,16 +158,34 @@ fn outcome(run: &ClaimedRun, end: BodyEnd) -> AttemptEnd {
                 ErrorKind::TimedOut,
                 format!("the attempt ran longer than its max_duration of {limit:?}"),
             );
-            finish(run, AttemptOutcome::TimedOut, RunStatus::TimedOut, None, Some(error))
+            finish(
+                run,
+                AttemptOutcome::TimedOut,
+                RunStatus::TimedOut,
+                None,
+                Some(error),
+            )
         }
         BodyEnd::Stopped(StopReason::Canceled) => {
             let error = ErrorRecord::new(ErrorKind::Canceled, "canceled by request");
-            finish(run, AttemptOutcome::Canceled, RunStatus::Canceled, None, Some(error))
+            finish(
+                run,
+                AttemptOutcome::Canceled,
+                RunStatus::Canceled,
+                None,
+                Some(error),
+            )
         }
         BodyEnd::Stopped(StopReason::LeaseLost) => {
             // Another worker owns the run now; this outcome is fenced off in the store.
             let error = ErrorRecord::new(ErrorKind::Crashed, "this worker lost the run's lease");
-            finish(run, AttemptOutcome::Crashed, RunStatus::Crashed, None, Some(error))
+            finish(
+                run,
+                AttemptOutcome::Crashed,
+                RunStatus::Crashed,
+                None,
+                Some(error),
+            )
         }
         BodyEnd::Stopped(StopReason::Shutdown | StopReason::None) => {
             let error = ErrorRecord::new(
@@ -148,7 +195,13 @@ fn outcome(run: &ClaimedRun, end: BodyEnd) -> AttemptEnd {
             AttemptEnd {
                 retry_at: Some(Utc::now()),
                 released: true,
-                ..finish(run, AttemptOutcome::Interrupted, RunStatus::Queued, None, Some(error))
+                ..finish(
+                    run,
+                    AttemptOutcome::Interrupted,
+                    RunStatus::Queued,
+                    None,
+                    Some(error),
+                )
             }
         }
     }

@@ -40,12 +40,18 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     pub(crate) fn new(attempt: u32) -> Self {
-        Self { attempt, token: CancellationToken::new(), reason: AtomicU8::new(0) }
+        Self {
+            attempt,
+            token: CancellationToken::new(),
+            reason: AtomicU8::new(0),
+        }
     }
 
     /// Fires the token for `reason`; the first reason given wins.
     pub(crate) fn stop(&self, reason: StopReason) {
-        let _ = self.reason.compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .reason
+            .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
         self.token.cancel();
     }
 
@@ -63,7 +69,10 @@ pub(crate) struct InFlightRuns {
 impl InFlightRuns {
     pub(crate) fn insert(&self, run_id: Uuid, attempt: u32) -> Arc<InFlight> {
         let entry = Arc::new(InFlight::new(attempt));
-        self.runs.lock().expect("in-flight map").insert(run_id, Arc::clone(&entry));
+        self.runs
+            .lock()
+            .expect("in-flight map")
+            .insert(run_id, Arc::clone(&entry));
         entry
     }
 
@@ -72,11 +81,20 @@ impl InFlightRuns {
     }
 
     pub(crate) fn get(&self, run_id: Uuid) -> Option<Arc<InFlight>> {
-        self.runs.lock().expect("in-flight map").get(&run_id).cloned()
+        self.runs
+            .lock()
+            .expect("in-flight map")
+            .get(&run_id)
+            .cloned()
     }
 
     pub(crate) fn held(&self) -> Vec<(Uuid, u32)> {
-        self.runs.lock().expect("in-flight map").iter().map(|(id, r)| (*id, r.attempt)).collect()
+        self.runs
+            .lock()
+            .expect("in-flight map")
+            .iter()
+            .map(|(id, r)| (*id, r.attempt))
+            .collect()
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -30,7 +30,10 @@ mod registry;
 mod worker;
 
 pub use config::*;
-pub use maintenance::{Rescuer, DEFAULT_KEY_IDLE, DEFAULT_KEY_REPAIR_INTERVAL, DEFAULT_MAINTENANCE_BATCH, DEFAULT_RESCUE_BATCH};
+pub use maintenance::{
+    Rescuer, DEFAULT_KEY_IDLE, DEFAULT_KEY_REPAIR_INTERVAL, DEFAULT_MAINTENANCE_BATCH,
+    DEFAULT_RESCUE_BATCH,
+};
 pub use worker::{Worker, WorkerBuilder};
 
 /// Why a worker could not start or stopped.
@@ -40,7 +43,9 @@ pub enum WorkerError {
     #[error("worker misconfigured: {0}")]
     Config(String),
     /// The database could not be reached.
-    #[error("cannot connect to PostgreSQL: {0}; check DATABASE_URL and that the server is running")]
+    #[error(
+        "cannot connect to PostgreSQL: {0}; check DATABASE_URL and that the server is running"
+    )]
     Connect(#[source] sqlx::Error),
     /// A store call failed while starting.
     #[error(transparent)]

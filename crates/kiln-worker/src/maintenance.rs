@@ -30,7 +30,9 @@ pub struct Rescuer {
 
 impl Default for Rescuer {
     fn default() -> Self {
-        Self { batch: DEFAULT_RESCUE_BATCH }
+        Self {
+            batch: DEFAULT_RESCUE_BATCH,
+        }
     }
 }
 
@@ -89,12 +91,16 @@ pub(crate) async fn run_maintenance(pool: Pool, interval: Duration, cancel: Canc
         }
         match ready_expire(&pool, DEFAULT_MAINTENANCE_BATCH, None).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(runs = n, "expired runs whose ttl ran out before they started"),
+            Ok(n) => tracing::info!(
+                runs = n,
+                "expired runs whose ttl ran out before they started"
+            ),
             Err(error) => tracing::warn!(%error, "expiring runs failed"),
         }
         if last_key_repair.is_none_or(|at| at.elapsed() >= DEFAULT_KEY_REPAIR_INTERVAL) {
             last_key_repair = Some(tokio::time::Instant::now());
-            let idle_before = Utc::now() - chrono::Duration::from_std(DEFAULT_KEY_IDLE).unwrap_or_default();
+            let idle_before =
+                Utc::now() - chrono::Duration::from_std(DEFAULT_KEY_IDLE).unwrap_or_default();
             if let Err(error) = queue_key_repair(&pool, idle_before).await {
                 tracing::warn!(%error, "queue key repair failed");
             }

@@ -12,7 +12,11 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A task the worker can run from a JSON payload.
 pub(crate) trait ErasedTask: Send + Sync {
     fn definition(&self) -> &'static TaskDefinition;
-    fn call(&self, ctx: Context, payload: serde_json::Value) -> BoxFuture<Result<serde_json::Value, Error>>;
+    fn call(
+        &self,
+        ctx: Context,
+        payload: serde_json::Value,
+    ) -> BoxFuture<Result<serde_json::Value, Error>>;
 }
 
 struct Registered<T: Task>(Arc<T>);
@@ -22,13 +26,20 @@ impl<T: Task> ErasedTask for Registered<T> {
         &T::DEFINITION
     }
 
-    fn call(&self, ctx: Context, payload: serde_json::Value) -> BoxFuture<Result<serde_json::Value, Error>> {
+    fn call(
+        &self,
+        ctx: Context,
+        payload: serde_json::Value,
+    ) -> BoxFuture<Result<serde_json::Value, Error>> {
         let task = Arc::clone(&self.0);
         Box::pin(async move {
             let payload = decode_payload::<T>(payload)?;
             let output = task.run(ctx, payload).await?;
             serde_json::to_value(output).map_err(|e| {
-                Error::msg(format!("the output of task {:?} does not serialize to JSON: {e}", T::ID))
+                Error::msg(format!(
+                    "the output of task {:?} does not serialize to JSON: {e}",
+                    T::ID
+                ))
             })
         })
     }
@@ -38,7 +49,11 @@ impl<T: Task> ErasedTask for Registered<T> {
 pub(crate) fn decode_payload<T: Task>(payload: serde_json::Value) -> Result<T::Payload, Error> {
     serde_path_to_error::deserialize(payload).map_err(|e| {
         let path = e.path().to_string();
-        let place = if path == "." { "the payload".to_owned() } else { format!("field `{path}`") };
+        let place = if path == "." {
+            "the payload".to_owned()
+        } else {
+            format!("field `{path}`")
+        };
         Error::with_kind(
             ErrorKind::Payload,
             format!(
@@ -59,9 +74,18 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn insert<T: Task>(&mut self, task: T) -> Result<(), String> {
-        T::DEFINITION.validate().map_err(|e| format!("task {:?}: {e}", T::ID))?;
-        if self.tasks.insert(T::ID, Arc::new(Registered(Arc::new(task)))).is_some() {
-            return Err(format!("task {:?} is registered twice on this worker", T::ID));
+        T::DEFINITION
+            .validate()
+            .map_err(|e| format!("task {:?}: {e}", T::ID))?;
+        if self
+            .tasks
+            .insert(T::ID, Arc::new(Registered(Arc::new(task))))
+            .is_some()
+        {
+            return Err(format!(
+                "task {:?} is registered twice on this worker",
+                T::ID
+            ));
         }
         Ok(())
     }
@@ -119,6 +143,10 @@ mod tests {
         let error = decode_payload::<SyncTask>(serde_json::json!({"ws_id": "w1"}))
             .err()
             .expect("full is missing");
-        assert!(error.record().message.contains("missing field `full`"), "{}", error.record().message);
+        assert!(
+            error.record().message.contains("missing field `full`"),
+            "{}",
+            error.record().message
+        );
     }
 }

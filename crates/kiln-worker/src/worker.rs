@@ -90,7 +90,8 @@ impl WorkerBuilder {
         }
         if self.registry.is_empty() {
             return Err(WorkerError::Config(
-                "no task is registered: call .register(MyTask) for each task this worker runs".into(),
+                "no task is registered: call .register(MyTask) for each task this worker runs"
+                    .into(),
             ));
         }
         self.config.validate().map_err(WorkerError::Config)?;
@@ -114,7 +115,14 @@ impl WorkerBuilder {
             task_register(&pool, definition).await?;
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
-        Ok(Worker { inner: Arc::new(Inner { pool, registry: self.registry, worker_id, config: self.config }) })
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                pool,
+                registry: self.registry,
+                worker_id,
+                config: self.config,
+            }),
+        })
     }
 
     /// Builds and runs the worker until SIGTERM or Ctrl-C (see [`Worker::run`]).
@@ -148,7 +156,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("worker_id", &self.inner.worker_id).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("worker_id", &self.inner.worker_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -200,8 +210,11 @@ impl Worker {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel::<AttemptEnd>();
         let background = CancellationToken::new();
 
-        let completer =
-            tokio::spawn(run_completer(inner.pool.clone(), outcomes_rx, config.completion_batch));
+        let completer = tokio::spawn(run_completer(
+            inner.pool.clone(),
+            outcomes_rx,
+            config.completion_batch,
+        ));
         let listener = tokio::spawn(listen(
             inner.pool.clone(),
             Arc::clone(&wake),
@@ -216,7 +229,11 @@ impl Worker {
             background.clone(),
         ));
         let maintenance = config.run_maintenance.then(|| {
-            tokio::spawn(run_maintenance(inner.pool.clone(), config.maintenance_interval, background.clone()))
+            tokio::spawn(run_maintenance(
+                inner.pool.clone(),
+                config.maintenance_interval,
+                background.clone(),
+            ))
         });
         let mut bodies = tokio::task::JoinSet::new();
 
@@ -238,14 +255,23 @@ impl Worker {
                     _ = tokio::time::sleep(config.poll_interval) => {}
                 }
             }
-            let claim =
-                lease_claim(&inner.pool, &inner.worker_id, &task_ids, free as u32, config.lease, None).await;
+            let claim = lease_claim(
+                &inner.pool,
+                &inner.worker_id,
+                &task_ids,
+                free as u32,
+                config.lease,
+                None,
+            )
+            .await;
             match claim {
                 Ok(claim) => {
                     error_backoff = Duration::from_millis(50);
                     more_waiting = claim.runs.len() == free;
                     for run in claim.runs {
-                        let permit = Arc::clone(&slots).try_acquire_owned().expect("claimed within free slots");
+                        let permit = Arc::clone(&slots)
+                            .try_acquire_owned()
+                            .expect("claimed within free slots");
                         let flight = inflight.insert(run.run_id, run.attempt);
                         let span = run_span(&run);
                         let registry = inner.registry.clone();
@@ -288,13 +314,19 @@ impl Worker {
         }
 
         // Drain: in-flight runs get the grace period, then are stopped and handed back.
-        tracing::info!(in_flight = inflight.len(), "worker stopping: no new claims; draining");
+        tracing::info!(
+            in_flight = inflight.len(),
+            "worker stopping: no new claims; draining"
+        );
         let drained = tokio::time::timeout(config.shutdown_grace, async {
             while bodies.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(in_flight = inflight.len(), "shutdown grace ran out; handing the remaining runs back");
+            tracing::warn!(
+                in_flight = inflight.len(),
+                "shutdown grace ran out; handing the remaining runs back"
+            );
             inflight.stop_all(StopReason::Shutdown);
             while bodies.join_next().await.is_some() {}
         }
@@ -375,7 +407,12 @@ async fn listen(pool: Pool, wake: Arc<Notify>, inflight: InFlightRuns, stop: Can
             };
             match received {
                 Ok(Some(note)) if note.channel() == CANCEL_CHANNEL => {
-                    if let Some(run) = note.payload().parse::<Uuid>().ok().and_then(|id| inflight.get(id)) {
+                    if let Some(run) = note
+                        .payload()
+                        .parse::<Uuid>()
+                        .ok()
+                        .and_then(|id| inflight.get(id))
+                    {
                         run.stop(StopReason::Canceled);
                     }
                 }

@@ -1,0 +1,254 @@
+//! `kiln bench`: throughput and latency, measured the way the peer benchmark measures them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use kiln::{task, Context, Result, Task, TriggerOptions, Worker};
+use kiln_store::run::{run_insert_many, run_purge_task, run_status_counts, RunSpec};
+use kiln_store::task::task_register;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::DbArgs;
+use crate::{table, CliResult, Failure};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Bulk-insert N no-op runs in one statement, then drain them with one worker.
+    Throughput(ThroughputArgs),
+    /// Enqueue-to-start latency: one run at a time into an idle worker.
+    Latency(LatencyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ThroughputArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Runs to insert and drain.
+    #[arg(long, default_value_t = 50_000)]
+    runs: u32,
+    /// Runs the worker executes at once (each claim takes up to this many).
+    #[arg(long, default_value_t = 500)]
+    concurrency: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LatencyArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Runs to time.
+    #[arg(long, default_value_t = 300)]
+    samples: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+static EXECUTED: AtomicU64 = AtomicU64::new(0);
+static ALL_EXECUTED: Notify = Notify::const_new();
+static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
+static LATENCIES: Mutex<Option<mpsc::UnboundedSender<f64>>> = Mutex::new(None);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NoopPayload {
+    i: u64,
+}
+
+task! {
+    /// Does nothing: measures Kiln's own cost per run.
+    BenchNoop {
+        id: "kiln-bench-noop",
+        run: async |_ctx: Context, _payload: NoopPayload| -> Result<()> {
+            if EXECUTED.fetch_add(1, Ordering::AcqRel) + 1 == TARGET.load(Ordering::Acquire) {
+                ALL_EXECUTED.notify_one();
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PingPayload {
+    /// Enqueue time, microseconds since the epoch.
+    t: u64,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+task! {
+    /// Reports how long after its enqueue it started.
+    BenchPing {
+        id: "kiln-bench-ping",
+        run: async |_ctx: Context, payload: PingPayload| -> Result<()> {
+            let ms = now_micros().saturating_sub(payload.t) as f64 / 1000.0;
+            if let Some(tx) = LATENCIES.lock().expect("latency channel").as_ref() {
+                let _ = tx.send(ms);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(crate) async fn run(command: BenchCommand) -> CliResult {
+    match command {
+        BenchCommand::Throughput(args) => throughput(args).await,
+        BenchCommand::Latency(args) => latency(args).await,
+    }
+}
+
+async fn throughput(args: ThroughputArgs) -> CliResult {
+    if args.runs == 0 {
+        return Err(Failure::usage("--runs must be at least 1"));
+    }
+    let client = args.db.client().await?;
+    client.migrate().await?;
+    let pool = client.pool().clone();
+    run_purge_task(&pool, BenchNoop::ID)
+        .await
+        .map_err(Failure::new)?;
+    task_register(&pool, &BenchNoop::DEFINITION)
+        .await
+        .map_err(Failure::new)?;
+    EXECUTED.store(0, Ordering::Release);
+    TARGET.store(u64::from(args.runs), Ordering::Release);
+
+    let specs: Vec<RunSpec> = (0..u64::from(args.runs))
+        .map(|i| RunSpec {
+            payload: serde_json::json!({ "i": i }),
+            options: TriggerOptions::new(),
+        })
+        .collect();
+    let started = Instant::now();
+    run_insert_many(
+        &pool,
+        BenchNoop::ID,
+        Some(&BenchNoop::DEFINITION),
+        &specs,
+        false,
+    )
+    .await
+    .map_err(Failure::new)?;
+    let insert = started.elapsed();
+
+    let worker = Worker::builder()
+        .pool(pool.clone())
+        .register(BenchNoop)
+        .concurrency(args.concurrency)
+        .configure(|c| c.migrate = false)
+        .build()
+        .await
+        .map_err(Failure::new)?;
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run_until(shutdown).await })
+    };
+    let executed = ALL_EXECUTED.notified();
+    if EXECUTED.load(Ordering::Acquire) < u64::from(args.runs) {
+        executed.await;
+    }
+    let bodies = started.elapsed();
+    shutdown.cancel();
+    running.await.map_err(Failure::new)?.map_err(Failure::new)?;
+    let execute = started.elapsed();
+
+    let counts = run_status_counts(&pool, Some(BenchNoop::ID))
+        .await
+        .map_err(Failure::new)?;
+    let completed = counts
+        .iter()
+        .find(|(s, _)| *s == kiln::RunStatus::Completed)
+        .map(|(_, n)| *n)
+        .unwrap_or(0);
+    if completed != i64::from(args.runs) {
+        return Err(Failure::new(format!(
+            "only {completed} of {} runs were recorded as completed: {counts:?}",
+            args.runs
+        )));
+    }
+    let rate = |d: Duration| f64::from(args.runs) / d.as_secs_f64();
+    if args.json {
+        table::json(&serde_json::json!({
+            "runs": args.runs, "concurrency": args.concurrency,
+            "insert_ms": insert.as_millis(), "insert_runs_per_s": rate(insert).round(),
+            "execute_ms": execute.as_millis(), "execute_runs_per_s": rate(execute).round(),
+            "bodies_ms": bodies.as_millis(), "bodies_runs_per_s": rate(bodies).round(),
+        }));
+    } else {
+        println!("kiln runs={} concurrency={}", args.runs, args.concurrency);
+        println!("insert: {:.0} runs/s", rate(insert));
+        println!(
+            "execute: {:.0} runs/s (all {} completions recorded; bodies done at {:.0} runs/s)",
+            rate(execute),
+            args.runs,
+            rate(bodies)
+        );
+    }
+    Ok(())
+}
+
+async fn latency(args: LatencyArgs) -> CliResult {
+    if args.samples == 0 {
+        return Err(Failure::usage("--samples must be at least 1"));
+    }
+    let client = args.db.client().await?;
+    client.migrate().await?;
+    run_purge_task(client.pool(), BenchPing::ID)
+        .await
+        .map_err(Failure::new)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    *LATENCIES.lock().expect("latency channel") = Some(tx);
+    let worker = Worker::builder()
+        .pool(client.pool().clone())
+        .register(BenchPing)
+        .concurrency(4)
+        .configure(|c| c.migrate = false)
+        .build()
+        .await
+        .map_err(Failure::new)?;
+    let shutdown = CancellationToken::new();
+    let running = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run_until(shutdown).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut samples = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        client
+            .trigger::<BenchPing>(PingPayload { t: now_micros() }, TriggerOptions::new())
+            .await?;
+        let ms = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .map_err(|_| {
+                Failure::new("a run did not start within 30 s; is the worker able to claim?")
+            })?
+            .ok_or_else(|| Failure::new("the latency channel closed"))?;
+        samples.push(ms);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    running.await.map_err(Failure::new)?.map_err(Failure::new)?;
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let (p50, p95, p99) = (pick(0.5), pick(0.95), pick(0.99));
+    if args.json {
+        table::json(
+            &serde_json::json!({"samples": samples.len(), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99}),
+        );
+    } else {
+        println!("kiln enqueue->start latency ms: p50 {p50:.1} p95 {p95:.1} p99 {p99:.1}");
+    }
+    Ok(())
+}

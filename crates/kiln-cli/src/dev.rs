@@ -1,0 +1,155 @@
+//! `kiln dev`: everything a newcomer needs to see Kiln work, in one command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use kiln::{Client, Worker};
+use kiln_store::run::run_status_counts;
+use tokio_util::sync::CancellationToken;
+
+use crate::{CliResult, Failure};
+
+/// Database created on the private server for `kiln dev`.
+const DEV_DATABASE: &str = "kiln";
+
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Use this database instead of starting a private Postgres.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where the private Postgres keeps its data.
+    #[arg(long, default_value = ".kiln/postgres")]
+    data_dir: PathBuf,
+    /// Runs the example worker executes at once.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Do not trigger example runs (only run the worker).
+    #[arg(long)]
+    no_feed: bool,
+    /// Stop after this long (e.g. 20s) instead of waiting for Ctrl-C.
+    #[arg(long, value_parser = |s: &str| kiln::parse_duration(s).map_err(|e| e.to_string()))]
+    run_for: Option<Duration>,
+}
+
+pub(crate) async fn run(args: DevArgs) -> CliResult {
+    let (url, server) = match &args.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let server = kiln_devdb::start_private(&args.data_dir)
+                .await
+                .map_err(Failure::new)?;
+            let admin = kiln::Client::connect(&server.admin_url).await?;
+            kiln_devdb_create(&admin, DEV_DATABASE).await?;
+            let url = server.database_url(DEV_DATABASE);
+            println!(
+                "Postgres: private server with data in {}",
+                args.data_dir.display()
+            );
+            println!(
+                "  DATABASE_URL={url}   (use it with `kiln runs list`, `kiln queues list`, ...)"
+            );
+            (url, Some(server))
+        }
+    };
+    let client = Client::connect(&url)
+        .await
+        .map_err(|e| Failure::new(crate::ops::redact_error(e.to_string(), &url)))?;
+    let worker = kiln_quickstart::register(Worker::builder().pool(client.pool().clone()))
+        .concurrency(args.concurrency)
+        .build()
+        .await
+        .map_err(Failure::new)?;
+    println!(
+        "Worker {} runs tasks send-welcome-email and resize-image. Ctrl-C stops it.",
+        worker.id()
+    );
+
+    let stop = CancellationToken::new();
+    let feeder = (!args.no_feed).then(|| tokio::spawn(feed(client.clone(), stop.clone())));
+    let reporter = tokio::spawn(report(client.clone(), stop.clone()));
+    let result = match args.run_for {
+        Some(limit) => {
+            let shutdown = CancellationToken::new();
+            let timer = {
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(limit).await;
+                    shutdown.cancel();
+                })
+            };
+            let result = worker.run_until(shutdown).await;
+            timer.abort();
+            result
+        }
+        None => worker.run().await,
+    };
+    stop.cancel();
+    if let Some(feeder) = feeder {
+        let _ = feeder.await;
+    }
+    let _ = reporter.await;
+    print_counts(&client).await;
+    if let Some(server) = server {
+        if let Err(error) = server.stop() {
+            eprintln!("warning: could not stop the private Postgres: {error}");
+        }
+    }
+    result.map_err(Failure::new)
+}
+
+async fn kiln_devdb_create(admin: &Client, name: &str) -> CliResult {
+    // CREATE DATABASE cannot run in a function or transaction; ignore "already exists".
+    match sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(admin.pool())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(e) => Err(Failure::new(format!(
+            "cannot create the dev database {name:?}: {e}"
+        ))),
+    }
+}
+
+/// Triggers a few example runs every few seconds, as an app would.
+async fn feed(client: Client, stop: CancellationToken) {
+    let mut round = 0;
+    loop {
+        if let Err(error) = kiln_quickstart::trigger_some(&client, round).await {
+            tracing::warn!(%error, "triggering example runs failed");
+        }
+        round += 1;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+        }
+    }
+}
+
+async fn report(client: Client, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        print_counts(&client).await;
+    }
+}
+
+async fn print_counts(client: &Client) {
+    if let Ok(counts) = run_status_counts(client.pool(), None).await {
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(status, n)| format!("{n} {status}"))
+            .collect();
+        println!(
+            "runs: {}",
+            if parts.is_empty() {
+                "none yet".into()
+            } else {
+                parts.join(", ")
+            }
+        );
+    }
+}
