@@ -36,6 +36,7 @@ DECLARE
     d jsonb;
     ids uuid[];
     inserted uuid[];
+    has_keys boolean;
     bad text;
 BEGIN
     IF p_task_id IS NULL OR p_task_id = '' THEN
@@ -64,12 +65,15 @@ BEGIN
             HINT = 'Options must be an object; tags an array of at most 10 strings; max_attempts at least 1.';
     END IF;
 
-    -- Idempotency keys past their ttl no longer dedupe: release them before inserting.
-    UPDATE kiln.runs r SET idempotency_key = NULL
-     WHERE r.task_id = p_task_id
-       AND r.idempotency_key IN (SELECT s.v->>'idempotency_key' FROM unnest(p_specs) s(v)
-                                  WHERE s.v ? 'idempotency_key')
-       AND r.idempotency_expires_at <= p_now;
+    has_keys := EXISTS (SELECT 1 FROM unnest(p_specs) s(v) WHERE s.v ? 'idempotency_key');
+    IF has_keys THEN
+        -- Idempotency keys past their ttl no longer dedupe: release them before inserting.
+        UPDATE kiln.runs r SET idempotency_key = NULL
+         WHERE r.task_id = p_task_id
+           AND r.idempotency_key IN (SELECT s.v->>'idempotency_key' FROM unnest(p_specs) s(v)
+                                      WHERE s.v ? 'idempotency_key')
+           AND r.idempotency_expires_at <= p_now;
+    END IF;
 
     ids := ARRAY(SELECT kiln.uuid_v7() FROM generate_series(1, coalesce(array_length(p_specs, 1), 0)));
 
@@ -129,6 +133,11 @@ BEGIN
     )
     SELECT coalesce(array_agg(i.id), '{}') INTO inserted FROM ins i;
 
+    IF NOT has_keys THEN
+        -- Without idempotency keys nothing can conflict: every spec was inserted.
+        RETURN QUERY SELECT s.ord::int, s.id, false FROM unnest(ids) WITH ORDINALITY AS s(id, ord);
+        RETURN;
+    END IF;
     -- A new statement: it sees this call's inserts and runs committed meanwhile by others.
     RETURN QUERY
     SELECT s.ord::int, coalesce(x.id, e.id), x.id IS NULL

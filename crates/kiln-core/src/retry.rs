@@ -120,8 +120,8 @@ mod tests {
         for _ in 0..1_000 {
             let d = policy.delay(2).as_millis();
             assert!(
-                (2_000..4_000).contains(&d),
-                "delay {d} ms outside [2 s, 4 s)"
+                (2_000..=4_000).contains(&d),
+                "delay {d} ms outside [2 s, 4 s]"
             );
             assert!(policy.delay(20) <= DEFAULT_MAX_TIMEOUT);
         }

@@ -234,31 +234,34 @@ pub async fn lease_complete_many(
              DELETE FROM kiln.leases l USING ended e
               WHERE l.run_id = e.run_id AND l.attempt = e.attempt
                 AND (NOT $9 OR l.expires_at < (SELECT at FROM now))
+             -- Carry the outcome along, so nothing below joins back to `ended` (whose row
+             -- count the planner cannot estimate).
              RETURNING l.run_id, l.attempt, l.worker_id, l.started_at, l.task_id, l.queue,
-                       l.concurrency_key
+                       l.concurrency_key, e.outcome, e.final_status, e.output, e.error,
+                       e.retry_at, e.released
          ),
          recorded AS (
              INSERT INTO kiln.attempts (run_id, number, worker_id, status, started_at, finished_at, error)
-             SELECT f.run_id, f.attempt, f.worker_id, e.outcome, f.started_at, (SELECT at FROM now), e.error
-               FROM fenced f JOIN ended e ON e.run_id = f.run_id
+             SELECT f.run_id, f.attempt, f.worker_id, f.outcome, f.started_at, (SELECT at FROM now), f.error
+               FROM fenced f
          ),
          updated AS (
              UPDATE kiln.runs r SET
                  status = CASE WHEN r.status = 'canceled' THEN r.status
-                               WHEN e.retry_at IS NOT NULL THEN 'queued'::kiln.run_status
-                               ELSE e.final_status::kiln.run_status END,
-                 output = CASE WHEN r.status <> 'canceled' AND e.retry_at IS NULL THEN e.output
+                               WHEN f.retry_at IS NOT NULL THEN 'queued'::kiln.run_status
+                               ELSE f.final_status::kiln.run_status END,
+                 output = CASE WHEN r.status <> 'canceled' AND f.retry_at IS NULL THEN f.output
                                ELSE r.output END,
-                 error = CASE WHEN r.status = 'canceled' THEN r.error ELSE e.error END,
-                 released_attempts = r.released_attempts + e.released::int,
-                 available_at = coalesce(e.retry_at, r.available_at),
+                 error = CASE WHEN r.status = 'canceled' THEN r.error ELSE f.error END,
+                 released_attempts = r.released_attempts + f.released::int,
+                 available_at = coalesce(f.retry_at, r.available_at),
                  finished_at = CASE WHEN r.status = 'canceled' THEN r.finished_at
-                                    WHEN e.retry_at IS NULL THEN (SELECT at FROM now) END,
-                 idempotency_key = CASE WHEN r.status <> 'canceled' AND e.retry_at IS NULL
-                                             AND e.final_status <> 'completed' THEN NULL
+                                    WHEN f.retry_at IS NULL THEN (SELECT at FROM now) END,
+                 idempotency_key = CASE WHEN r.status <> 'canceled' AND f.retry_at IS NULL
+                                             AND f.final_status <> 'completed' THEN NULL
                                         ELSE r.idempotency_key END,
                  updated_at = (SELECT at FROM now)
-               FROM fenced f JOIN ended e ON e.run_id = f.run_id
+               FROM fenced f
               WHERE r.id = f.run_id
              RETURNING r.id, r.status, r.priority_s, r.available_at, f.task_id, f.queue,
                        f.concurrency_key
