@@ -74,7 +74,8 @@ impl RetryPolicy {
         if self.max_attempts < 1 {
             return Err("retry.max_attempts must be at least 1 (1 means no retry)");
         }
-        if !(self.factor >= 1.0) {
+        // Also refuses NaN, which compares false with everything.
+        if self.factor.is_nan() || self.factor < 1.0 {
             return Err("retry.factor must be at least 1.0");
         }
         if self.min_timeout.as_millis() > self.max_timeout.as_millis() {

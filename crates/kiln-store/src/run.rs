@@ -166,6 +166,18 @@ fn run_from_row(row: &PgRow) -> std::result::Result<Run, sqlx::Error> {
     })
 }
 
+fn attempt_from_row(row: &PgRow) -> std::result::Result<Attempt, sqlx::Error> {
+    let error: Option<serde_json::Value> = row.try_get("error")?;
+    Ok(Attempt {
+        number: row.try_get::<i32, _>("number")? as u32,
+        worker_id: row.try_get("worker_id")?,
+        status: row.try_get("status")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: error.and_then(|e| serde_json::from_value(e).ok()),
+    })
+}
+
 /// One run with its attempts (finished ones, then the executing one if any), or `None`.
 pub async fn run_get(pool: &Pool, id: Uuid) -> Result<Option<Run>> {
     let row = sqlx::query(&format!(
@@ -177,38 +189,23 @@ pub async fn run_get(pool: &Pool, id: Uuid) -> Result<Option<Run>> {
     .map_err(db("reading a run"))?;
     let Some(row) = row else { return Ok(None) };
     let mut run = run_from_row(&row).map_err(db("reading a run"))?;
-    let attempts: Vec<(
-        i32,
-        String,
-        String,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Option<serde_json::Value>,
-    )> = sqlx::query_as(
+    let attempts = sqlx::query(
         "SELECT number, worker_id, status, started_at, finished_at, error
-               FROM kiln.attempts WHERE run_id = $1
-             UNION ALL
-             SELECT attempt, worker_id, 'executing', started_at, NULL, NULL
-               FROM kiln.leases WHERE run_id = $1
-             ORDER BY 1",
+           FROM kiln.attempts WHERE run_id = $1
+         UNION ALL
+         SELECT attempt, worker_id, 'executing', started_at, NULL, NULL
+           FROM kiln.leases WHERE run_id = $1
+         ORDER BY 1",
     )
     .bind(id)
     .fetch_all(pool)
     .await
     .map_err(db("reading a run's attempts"))?;
     run.attempt_list = attempts
-        .into_iter()
-        .map(
-            |(number, worker_id, status, started_at, finished_at, error)| Attempt {
-                number: number as u32,
-                worker_id,
-                status,
-                started_at,
-                finished_at,
-                error: error.and_then(|e| serde_json::from_value(e).ok()),
-            },
-        )
-        .collect();
+        .iter()
+        .map(attempt_from_row)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(db("reading a run's attempts"))?;
     Ok(Some(run))
 }
 

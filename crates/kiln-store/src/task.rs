@@ -1,6 +1,7 @@
 //! `kiln.tasks`: the tasks workers have registered, and their queues' declared limits.
 
 use kiln_core::TaskDefinition;
+use sqlx::Row;
 
 use crate::error::db;
 use crate::{Pool, Result};
@@ -65,28 +66,22 @@ pub struct TaskRow {
 
 /// Lists registered tasks by id.
 pub async fn task_list(pool: &Pool) -> Result<Vec<TaskRow>> {
-    let rows: Vec<(
-        String,
-        String,
-        Option<String>,
-        i32,
-        chrono::DateTime<chrono::Utc>,
-    )> = sqlx::query_as(
+    let rows = sqlx::query(
         "SELECT id, queue, description, max_attempts, last_seen_at FROM kiln.tasks ORDER BY id",
     )
     .fetch_all(pool)
     .await
     .map_err(db("listing tasks"))?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, queue, description, max_attempts, last_seen_at)| TaskRow {
-                id,
-                queue,
-                description,
-                max_attempts,
-                last_seen_at,
-            },
-        )
-        .collect())
+    rows.iter()
+        .map(|row| {
+            Ok(TaskRow {
+                id: row.try_get("id")?,
+                queue: row.try_get("queue")?,
+                description: row.try_get("description")?,
+                max_attempts: row.try_get("max_attempts")?,
+                last_seen_at: row.try_get("last_seen_at")?,
+            })
+        })
+        .collect::<std::result::Result<_, sqlx::Error>>()
+        .map_err(db("listing tasks"))
 }
