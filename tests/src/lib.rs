@@ -234,3 +234,46 @@ pub async fn observed_max_concurrency(
         per_queue.into_iter().map(|(q, _, m)| (q, m)).collect(),
     )
 }
+
+/// Waits until run `id` reaches `status` and returns it; panics with the last state seen.
+pub async fn wait_for_status(
+    client: &kiln::Client,
+    id: uuid::Uuid,
+    status: kiln::RunStatus,
+) -> kiln::Run {
+    let deadline = Duration::from_secs(20);
+    let start = tokio::time::Instant::now();
+    loop {
+        let run = client.runs().retrieve(id).await.expect("retrieve the run");
+        if run.status == status {
+            return run;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "run {id} did not reach {status} within {deadline:?}; last seen {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends SIGTERM to every worker and waits for each to exit; returns whether all exited cleanly.
+pub async fn stop_all(workers: &mut [Child]) -> bool {
+    for worker in workers.iter() {
+        send_sigterm(worker).await;
+    }
+    let mut clean = true;
+    for worker in workers.iter_mut() {
+        clean &= worker.wait().await.expect("wait for a worker").success();
+    }
+    clean
+}
+
+/// How many times a probe task recorded `event` for run `id`.
+pub async fn probe_event_count(pool: &PgPool, id: uuid::Uuid, event: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM probe_events WHERE run_id = $1 AND event = $2")
+        .bind(id)
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .expect("count probe events")
+}

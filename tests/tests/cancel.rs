@@ -5,25 +5,9 @@ use std::time::Duration;
 
 use kiln::{CancelOutcome, Client, ErrorKind, RunStatus, TriggerOptions};
 use kiln_tests::tasks::*;
-use kiln_tests::{wait_until, InProcessWorker, TestDb};
-use uuid::Uuid;
+use kiln_tests::{probe_event_count, wait_for_status, wait_until, InProcessWorker, TestDb};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn wait_for_status(client: &Client, id: Uuid, status: RunStatus) -> kiln::Run {
-    let start = tokio::time::Instant::now();
-    loop {
-        let run = client.runs().retrieve(id).await.expect("retrieve");
-        if run.status == status {
-            return run;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "run {id} did not reach {status}; last seen {run:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_duration_times_the_run_out_and_cancel_fires_the_token_of_an_executing_run() {
@@ -50,14 +34,7 @@ async fn max_duration_times_the_run_out_and_cancel_fires_the_token_of_an_executi
         .unwrap();
     wait_for_status(&client, patient.id, RunStatus::Executing).await;
     wait_until("the patient body started", DEADLINE, || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM probe_events WHERE run_id = $1 AND event = 'started'",
-        )
-        .bind(patient.id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-            == 1
+        probe_event_count(&db.pool, patient.id, "started").await == 1
     })
     .await;
     let outcome = client.runs().cancel(patient.id).await.unwrap();
@@ -70,16 +47,7 @@ async fn max_duration_times_the_run_out_and_cancel_fires_the_token_of_an_executi
     wait_until(
         "the body saw its cancellation token fire",
         DEADLINE,
-        || async {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM probe_events WHERE run_id = $1 AND event = 'cancelled'",
-            )
-            .bind(patient.id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-                == 1
-        },
+        || async { probe_event_count(&db.pool, patient.id, "cancelled").await == 1 },
     )
     .await;
     wait_until(

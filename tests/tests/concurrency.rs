@@ -5,7 +5,7 @@ use std::time::Duration;
 use kiln::{BatchItem, Client, TriggerOptions};
 use kiln_tests::tasks::*;
 use kiln_tests::{
-    count_status, observed_max_concurrency, send_sigterm, wait_until, TestDb, WorkerProcess,
+    count_status, observed_max_concurrency, stop_all, wait_until, TestDb, WorkerProcess,
 };
 
 const WORKER_EXE: &str = env!("CARGO_BIN_EXE_kiln-test-worker");
@@ -78,15 +78,10 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
     )
     .await;
     let elapsed = started.elapsed();
-    for worker in &workers {
-        send_sigterm(worker).await;
-    }
-    for worker in &mut workers {
-        assert!(
-            worker.wait().await.unwrap().success(),
-            "a worker exited with an error"
-        );
-    }
+    assert!(
+        stop_all(&mut workers).await,
+        "a worker exited with an error"
+    );
 
     // Every run reached exactly one final status, with one attempt and one body execution.
     let (runs, attempts, bodies, leases, ready): (i64, i64, i64, i64, i64) = sqlx::query_as(
@@ -187,12 +182,10 @@ async fn total_limit_caps_a_queue_across_its_keys() {
         count_status(&db.pool, "completed").await == 160
     })
     .await;
-    for worker in &workers {
-        send_sigterm(worker).await;
-    }
-    for worker in &mut workers {
-        worker.wait().await.unwrap();
-    }
+    assert!(
+        stop_all(&mut workers).await,
+        "a worker exited with an error"
+    );
     let (per_key, per_queue) = observed_max_concurrency(&db.pool, None).await;
     let key_max = per_key.values().max().copied().unwrap();
     eprintln!(

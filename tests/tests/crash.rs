@@ -5,7 +5,7 @@ use std::time::Duration;
 use kiln::{BatchItem, Client, TriggerOptions};
 use kiln_tests::tasks::*;
 use kiln_tests::{
-    count_status, observed_max_concurrency, send_sigterm, wait_for_leases, wait_until, TestDb,
+    count_status, observed_max_concurrency, stop_all, wait_for_leases, wait_until, TestDb,
     WorkerProcess,
 };
 
@@ -59,12 +59,10 @@ async fn a_worker_killed_mid_run_loses_nothing_and_the_limit_still_holds() {
         || async { count_status(&db.pool, "completed").await == 200 },
     )
     .await;
-    for worker in &survivors {
-        send_sigterm(worker).await;
-    }
-    for worker in &mut survivors {
-        worker.wait().await.unwrap();
-    }
+    assert!(
+        stop_all(&mut survivors).await,
+        "a worker exited with an error"
+    );
 
     // The victim's attempts were recorded as crashed and retried by the survivors.
     let crashed: Vec<(uuid::Uuid, f64)> = sqlx::query_as(

@@ -7,29 +7,7 @@ use kiln::{
     BatchItem, CancelOutcome, Client, ClientError, ErrorKind, RunFilter, RunStatus, TriggerOptions,
 };
 use kiln_tests::tasks::*;
-use kiln_tests::{count_status, InProcessWorker, TestDb};
-use uuid::Uuid;
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn wait_for_status(client: &Client, id: Uuid, status: RunStatus) -> kiln::Run {
-    let mut last = None;
-    let start = tokio::time::Instant::now();
-    loop {
-        let run = client.runs().retrieve(id).await.expect("retrieve");
-        if run.status == status {
-            return run;
-        }
-        if start.elapsed() > DEADLINE {
-            panic!(
-                "run {id} did not reach {status} within {DEADLINE:?}; last seen {:?}",
-                last.unwrap_or(run)
-            );
-        }
-        last = Some(run);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use kiln_tests::{count_status, wait_for_status, InProcessWorker, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_trigger_completes_with_a_structured_output_and_one_attempt() {

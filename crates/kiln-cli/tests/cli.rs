@@ -7,7 +7,12 @@ use std::process::{Command, Output};
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 fn kiln(url: &str, args: &[&str]) -> Output {
-    Command::new(KILN).args(args).env("DATABASE_URL", url).env("RUST_LOG", "error").output().expect("run kiln")
+    Command::new(KILN)
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run kiln")
 }
 
 fn stdout(output: &Output) -> String {
@@ -20,13 +25,18 @@ fn stderr(output: &Output) -> String {
 
 fn json(output: &Output) -> serde_json::Value {
     assert!(output.status.success(), "kiln failed: {}", stderr(output));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
 }
 
 async fn test_database() -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/kiln-test-postgres");
-    let server = kiln_devdb::server_for_tests(&dir).await.expect("a PostgreSQL for tests");
-    kiln_devdb::create_test_database(&server).await.expect("a test database")
+    let server = kiln_devdb::server_for_tests(&dir)
+        .await
+        .expect("a PostgreSQL for tests");
+    kiln_devdb::create_test_database(&server)
+        .await
+        .expect("a test database")
 }
 
 #[test]
@@ -41,15 +51,26 @@ fn kiln_dev_without_database_url_starts_postgres_and_processes_runs() {
         .output()
         .expect("run kiln dev");
     let out = stdout(&output);
-    assert!(output.status.success(), "kiln dev failed: {}\n{out}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "kiln dev failed: {}\n{out}",
+        stderr(&output)
+    );
     assert!(out.contains("Postgres: private server"), "{out}");
-    let last = out.lines().rev().find(|l| l.starts_with("runs:")).unwrap_or_else(|| panic!("no run summary: {out}"));
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("runs:"))
+        .unwrap_or_else(|| panic!("no run summary: {out}"));
     let completed: u32 = last
         .split(", ")
         .find_map(|part| part.trim_start_matches("runs: ").strip_suffix(" completed"))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(completed >= 5, "kiln dev completed only {completed} runs: {last}");
+    assert!(
+        completed >= 5,
+        "kiln dev completed only {completed} runs: {last}"
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
@@ -57,18 +78,43 @@ fn kiln_dev_without_database_url_starts_postgres_and_processes_runs() {
 async fn operators_trigger_inspect_pause_and_cancel_runs_from_the_cli() {
     let url = test_database().await;
 
-    let refused = kiln(&url, &["trigger", "schedule-task", "--payload", r#"{"ws_id":"w1"}"#]);
-    assert_eq!(refused.status.code(), Some(3), "unregistered task: {}", stderr(&refused));
-    assert!(stderr(&refused).contains("not registered"), "{}", stderr(&refused));
+    let refused = kiln(
+        &url,
+        &["trigger", "schedule-task", "--payload", r#"{"ws_id":"w1"}"#],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "unregistered task: {}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("not registered"),
+        "{}",
+        stderr(&refused)
+    );
 
-    let bad = kiln(&url, &["trigger", "schedule-task", "--payload", "{not json"]);
+    let bad = kiln(
+        &url,
+        &["trigger", "schedule-task", "--payload", "{not json"],
+    );
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("not valid JSON"), "{}", stderr(&bad));
 
     let triggered = json(&kiln(
         &url,
-        &["trigger", "schedule-task", "--payload", r#"{"ws_id":"w1"}"#, "--key", "w1", "--tag", "cli",
-          "--allow-unregistered", "--json"],
+        &[
+            "trigger",
+            "schedule-task",
+            "--payload",
+            r#"{"ws_id":"w1"}"#,
+            "--key",
+            "w1",
+            "--tag",
+            "cli",
+            "--allow-unregistered",
+            "--json",
+        ],
     ));
     let id = triggered["id"].as_str().expect("an id").to_owned();
     assert_eq!(triggered["is_cached"], false);
@@ -78,17 +124,26 @@ async fn operators_trigger_inspect_pause_and_cancel_runs_from_the_cli() {
     assert_eq!(shown["payload"]["ws_id"], "w1");
     assert_eq!(shown["concurrency_key"], "w1");
 
-    let listed = json(&kiln(&url, &["runs", "list", "--status", "queued", "--tag", "cli", "--json"]));
+    let listed = json(&kiln(
+        &url,
+        &[
+            "runs", "list", "--status", "queued", "--tag", "cli", "--json",
+        ],
+    ));
     assert_eq!(listed["runs"].as_array().map(Vec::len), Some(1));
     let bad_status = kiln(&url, &["runs", "list", "--status", "done"]);
     assert_eq!(bad_status.status.code(), Some(2));
 
-    assert!(kiln(&url, &["queues", "pause", "schedule-task"]).status.success());
+    assert!(kiln(&url, &["queues", "pause", "schedule-task"])
+        .status
+        .success());
     let queues = json(&kiln(&url, &["queues", "list", "--json"]));
     assert_eq!(queues[0]["name"], "schedule-task");
     assert_eq!(queues[0]["paused"], true);
     assert_eq!(queues[0]["queued"], 1);
-    assert!(kiln(&url, &["queues", "limit", "schedule-task", "4"]).status.success());
+    assert!(kiln(&url, &["queues", "limit", "schedule-task", "4"])
+        .status
+        .success());
     let queues = json(&kiln(&url, &["queues", "list", "--json"]));
     assert_eq!(queues[0]["limit_override"], 4);
     let missing_queue = kiln(&url, &["queues", "resume", "nope"]);
@@ -101,14 +156,32 @@ async fn operators_trigger_inspect_pause_and_cancel_runs_from_the_cli() {
     assert_eq!(again["canceled"], false);
 
     let replayed = json(&kiln(&url, &["runs", "replay", &id, "--json"]));
-    let replay = json(&kiln(&url, &["runs", "show", replayed["id"].as_str().unwrap(), "--json"]));
+    let replay = json(&kiln(
+        &url,
+        &["runs", "show", replayed["id"].as_str().unwrap(), "--json"],
+    ));
     assert_eq!(replay["replay_of"], id.as_str());
 
-    let missing = kiln(&url, &["runs", "show", "01a1fc67-69e3-7dc5-a4eb-7fa59e463625"]);
+    let missing = kiln(
+        &url,
+        &["runs", "show", "01a1fc67-69e3-7dc5-a4eb-7fa59e463625"],
+    );
     assert_eq!(missing.status.code(), Some(3));
-    assert!(stderr(&missing).contains("does not exist"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("does not exist"),
+        "{}",
+        stderr(&missing)
+    );
 
-    let no_url = Command::new(KILN).args(["runs", "list"]).env_remove("DATABASE_URL").output().unwrap();
+    let no_url = Command::new(KILN)
+        .args(["runs", "list"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
     assert_eq!(no_url.status.code(), Some(2));
-    assert!(stderr(&no_url).contains("DATABASE_URL is not set"), "{}", stderr(&no_url));
+    assert!(
+        stderr(&no_url).contains("DATABASE_URL is not set"),
+        "{}",
+        stderr(&no_url)
+    );
 }

@@ -113,10 +113,7 @@ impl Client {
         options: Options,
     ) -> Result<RunHandle, ClientError> {
         let spec = typed_spec::<T>(&payload, options)?;
-        let allow = spec.options.allow_unregistered;
-        let mut runs =
-            run_insert_many(&self.pool, T::ID, Some(&T::DEFINITION), &[spec], allow).await?;
-        Ok(runs.remove(0).into())
+        Ok(insert_typed::<T>(&self.pool, vec![spec]).await?.remove(0))
     }
 
     /// Triggers one run of `T` inside the caller's transaction: the run exists if and only if the
@@ -128,10 +125,7 @@ impl Client {
         options: Options,
     ) -> Result<RunHandle, ClientError> {
         let spec = typed_spec::<T>(&payload, options)?;
-        let allow = spec.options.allow_unregistered;
-        let mut runs =
-            run_insert_many(&mut *tx, T::ID, Some(&T::DEFINITION), &[spec], allow).await?;
-        Ok(runs.remove(0).into())
+        Ok(insert_typed::<T>(tx, vec![spec]).await?.remove(0))
     }
 
     /// Triggers up to 1,000 runs of `T` in one statement. Handles come back in item order.
@@ -139,10 +133,7 @@ impl Client {
         &self,
         items: Vec<BatchItem<T::Payload>>,
     ) -> Result<Vec<RunHandle>, ClientError> {
-        let specs = typed_batch::<T>(items)?;
-        let allow = specs.iter().any(|s| s.options.allow_unregistered);
-        let runs = run_insert_many(&self.pool, T::ID, Some(&T::DEFINITION), &specs, allow).await?;
-        Ok(runs.into_iter().map(RunHandle::from).collect())
+        insert_typed::<T>(&self.pool, typed_batch::<T>(items)?).await
     }
 
     /// [`Client::batch_trigger`] inside the caller's transaction.
@@ -151,10 +142,7 @@ impl Client {
         tx: &mut PgConnection,
         items: Vec<BatchItem<T::Payload>>,
     ) -> Result<Vec<RunHandle>, ClientError> {
-        let specs = typed_batch::<T>(items)?;
-        let allow = specs.iter().any(|s| s.options.allow_unregistered);
-        let runs = run_insert_many(&mut *tx, T::ID, Some(&T::DEFINITION), &specs, allow).await?;
-        Ok(runs.into_iter().map(RunHandle::from).collect())
+        insert_typed::<T>(tx, typed_batch::<T>(items)?).await
     }
 
     /// Triggers one run of a task by id with a JSON payload (untyped callers). The task must have
@@ -218,6 +206,16 @@ fn check_batch_size(task_id: &str, len: usize) -> Result<(), ClientError> {
         ));
     }
     Ok(())
+}
+
+/// Inserts runs of `T` with its compiled definition, on a pool or in a transaction.
+async fn insert_typed<'e, T: Task>(
+    executor: impl sqlx::PgExecutor<'e>,
+    specs: Vec<RunSpec>,
+) -> Result<Vec<RunHandle>, ClientError> {
+    let allow = specs.iter().any(|s| s.options.allow_unregistered);
+    let runs = run_insert_many(executor, T::ID, Some(&T::DEFINITION), &specs, allow).await?;
+    Ok(runs.into_iter().map(RunHandle::from).collect())
 }
 
 fn typed_spec<T: Task>(payload: &T::Payload, options: Options) -> Result<RunSpec, ClientError> {
