@@ -515,3 +515,65 @@ async fn runs_list_filters_and_pages_and_replay_makes_a_new_run() {
     assert_eq!(run.concurrency_key, original.concurrency_key);
     assert_eq!(run.tags, original.tags);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleaner_deletes_finished_runs_past_retention_and_keeps_the_rest() {
+    let db = TestDb::new().await;
+    let client = Client::new(db.pool.clone());
+    InProcessWorker::start(&db, "registrar", 1)
+        .await
+        .stop()
+        .await;
+    let waiting = client
+        .trigger::<Echo>(
+            WorkspacePayload { ws_id: "w".into() },
+            TriggerOptions::new().queue("parked"),
+        )
+        .await
+        .unwrap();
+    client.queues().pause("parked").await.unwrap();
+    let items = (0..3)
+        .map(|i| {
+            BatchItem::new(WorkspacePayload {
+                ws_id: i.to_string(),
+            })
+        })
+        .collect();
+    let done = client.batch_trigger::<Echo>(items).await.unwrap();
+    let worker = InProcessWorker::start(&db, "w1", 4).await;
+    for handle in &done {
+        wait_for_status(&client, handle.id, RunStatus::Completed).await;
+    }
+    worker.stop().await;
+
+    let keep_an_hour = kiln::Cleaner {
+        retention: Duration::from_secs(3600),
+        batch: 2,
+    };
+    assert_eq!(keep_an_hour.delete_old_runs(&db.pool).await.unwrap(), 0);
+    let keep_nothing = kiln::Cleaner {
+        retention: Duration::ZERO,
+        batch: 2,
+    };
+    assert_eq!(
+        keep_nothing.delete_old_runs(&db.pool).await.unwrap(),
+        3,
+        "two batches of at most 2"
+    );
+    for handle in &done {
+        assert!(matches!(
+            client.runs().retrieve(handle.id).await,
+            Err(ClientError::RunNotFound(_))
+        ));
+    }
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.attempts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "attempts go with their runs");
+    assert_eq!(
+        client.runs().retrieve(waiting.id).await.unwrap().status,
+        RunStatus::Queued,
+        "unfinished runs stay"
+    );
+}

@@ -395,3 +395,35 @@ pub async fn run_purge_task(pool: &Pool, task_id: &str) -> Result<u64> {
     .map_err(db("purging a task's runs"))?;
     Ok(done.rows_affected())
 }
+
+/// Deletes up to `limit` runs that reached a final status before `cutoff`, with their attempts.
+/// Run ids are time-ordered (UUID v7), so the scan walks the primary key up to the cutoff instead
+/// of needing an index on a column that changes. Returns how many runs were deleted.
+pub async fn run_delete_finished_before(
+    pool: &Pool,
+    cutoff: DateTime<Utc>,
+    limit: u32,
+) -> Result<u64> {
+    let millis = u64::try_from(cutoff.timestamp_millis()).unwrap_or(0);
+    let first_id_after_cutoff =
+        uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
+    let deleted: i64 = sqlx::query_scalar(
+        "WITH old AS (
+             SELECT id FROM kiln.runs
+              WHERE id < $1 AND finished_at < $2
+                AND status IN ('completed', 'failed', 'canceled', 'crashed', 'timed_out',
+                               'expired', 'system_failure')
+              ORDER BY id LIMIT $3
+                FOR UPDATE SKIP LOCKED),
+         gone AS (DELETE FROM kiln.runs r USING old WHERE r.id = old.id RETURNING r.id),
+         attempts AS (DELETE FROM kiln.attempts a USING gone WHERE a.run_id = gone.id)
+         SELECT count(*) FROM gone",
+    )
+    .bind(first_id_after_cutoff)
+    .bind(cutoff)
+    .bind(i64::from(limit))
+    .fetch_one(pool)
+    .await
+    .map_err(db("deleting old finished runs"))?;
+    Ok(deleted as u64)
+}

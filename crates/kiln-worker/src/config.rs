@@ -20,6 +20,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// How often each maintenance service runs.
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long finished runs are kept before the cleaner deletes them: 30 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Connections a worker's pool opens at most.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// Pause after a claim skipped a queue another worker was claiming.
@@ -50,6 +52,8 @@ pub struct WorkerConfig {
     pub maintenance_interval: Duration,
     /// Run the maintenance services in this process.
     pub run_maintenance: bool,
+    /// Finished runs older than this are deleted with their attempts; `None` keeps them forever.
+    pub retention: Option<Duration>,
     /// Apply pending migrations at start.
     pub migrate: bool,
     /// Pool size when the worker opens its own pool.
@@ -69,6 +73,7 @@ impl Default for WorkerConfig {
             cancel_grace: DEFAULT_CANCEL_GRACE,
             maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
             run_maintenance: true,
+            retention: Some(DEFAULT_RETENTION),
             migrate: true,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }

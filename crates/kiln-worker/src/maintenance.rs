@@ -8,6 +8,7 @@ use kiln_core::{AttemptOutcome, ErrorKind, ErrorRecord, RunStatus};
 use kiln_store::lease::{lease_complete_many, lease_list_expired, AttemptEnd};
 use kiln_store::queue::queue_key_repair;
 use kiln_store::ready::{ready_expire, ready_promote_delayed};
+use kiln_store::run::run_delete_finished_before;
 use kiln_store::{Pool, Result};
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,36 @@ pub const DEFAULT_MAINTENANCE_BATCH: u32 = 1_000;
 pub const DEFAULT_KEY_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// How often the key repair runs (it scans `kiln.ready`).
 pub const DEFAULT_KEY_REPAIR_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the cleaner runs.
+pub const DEFAULT_CLEANER_INTERVAL: Duration = Duration::from_secs(60);
+/// Runs the cleaner deletes per statement.
+pub const DEFAULT_CLEANER_BATCH: u32 = 1_000;
+
+/// Deletes finished runs older than the retention, in bounded batches, so history does not grow
+/// without end.
+#[derive(Debug, Clone)]
+pub struct Cleaner {
+    /// Finished runs older than this are deleted.
+    pub retention: Duration,
+    /// Runs deleted per statement.
+    pub batch: u32,
+}
+
+impl Cleaner {
+    /// Deletes batches until one comes back short; returns how many runs were deleted.
+    pub async fn delete_old_runs(&self, pool: &Pool) -> Result<u64> {
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+        let mut total = 0;
+        loop {
+            let deleted = run_delete_finished_before(pool, cutoff, self.batch).await?;
+            total += deleted;
+            if deleted < u64::from(self.batch) {
+                return Ok(total);
+            }
+        }
+    }
+}
 
 /// Finds runs whose lease expired (their worker died or stalled), records the lost attempt as
 /// `crashed`, and queues the run again if attempts remain, else finishes it as `crashed`.
@@ -73,9 +104,19 @@ impl Rescuer {
 }
 
 /// Runs every maintenance service every `interval` until `cancel` fires.
-pub(crate) async fn run_maintenance(pool: Pool, interval: Duration, cancel: CancellationToken) {
+pub(crate) async fn run_maintenance(
+    pool: Pool,
+    interval: Duration,
+    retention: Option<Duration>,
+    cancel: CancellationToken,
+) {
     let rescuer = Rescuer::default();
+    let cleaner = retention.map(|retention| Cleaner {
+        retention,
+        batch: DEFAULT_CLEANER_BATCH,
+    });
     let mut last_key_repair: Option<tokio::time::Instant> = None;
+    let mut last_clean: Option<tokio::time::Instant> = None;
     loop {
         // Spread the passes of many workers apart.
         let jitter = interval.mul_f64(fastrand::f64() * 0.5);
@@ -103,6 +144,16 @@ pub(crate) async fn run_maintenance(pool: Pool, interval: Duration, cancel: Canc
                 Utc::now() - chrono::Duration::from_std(DEFAULT_KEY_IDLE).unwrap_or_default();
             if let Err(error) = queue_key_repair(&pool, idle_before).await {
                 tracing::warn!(%error, "queue key repair failed");
+            }
+        }
+        if let Some(cleaner) = &cleaner {
+            if last_clean.is_none_or(|at| at.elapsed() >= DEFAULT_CLEANER_INTERVAL) {
+                last_clean = Some(tokio::time::Instant::now());
+                match cleaner.delete_old_runs(&pool).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(runs = n, "deleted finished runs past their retention"),
+                    Err(error) => tracing::warn!(%error, "deleting old runs failed"),
+                }
             }
         }
     }

@@ -232,6 +232,7 @@ impl Worker {
             tokio::spawn(run_maintenance(
                 inner.pool.clone(),
                 config.maintenance_interval,
+                config.retention,
                 background.clone(),
             ))
         });

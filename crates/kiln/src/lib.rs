@@ -70,7 +70,7 @@ pub use kiln_client::{
 };
 pub use kiln_core::*;
 #[cfg(feature = "worker")]
-pub use kiln_worker::{Rescuer, Worker, WorkerBuilder, WorkerConfig, WorkerError};
+pub use kiln_worker::{Cleaner, Rescuer, Worker, WorkerBuilder, WorkerConfig, WorkerError};
 
 /// The worker's settings and defaults.
 #[cfg(feature = "worker")]
