@@ -41,6 +41,9 @@ pub async fn create_probe_table(pool: &PgPool) {
 pub struct ProbePayload {
     /// How long the body works.
     pub sleep_ms: u64,
+    /// Fail the first attempt (after working), so the run is retried.
+    #[serde(default)]
+    pub fail_first: bool,
 }
 
 async fn probe(ctx: &Context, payload: &ProbePayload) -> Result<u64> {
@@ -63,6 +66,9 @@ async fn probe(ctx: &Context, payload: &ProbePayload) -> Result<u64> {
         .bind(ctx.attempt() as i32)
         .execute(pool)
         .await?;
+    if payload.fail_first && ctx.attempt() == 1 {
+        return Err(Error::msg("first attempt fails on purpose"));
+    }
     Ok(payload.sleep_ms)
 }
 

@@ -16,7 +16,13 @@ async fn max_duration_times_the_run_out_and_cancel_fires_the_token_of_an_executi
     let client = Client::new(db.pool.clone());
 
     let overrun = client
-        .trigger::<Overrunning>(ProbePayload { sleep_ms: 60_000 }, TriggerOptions::new())
+        .trigger::<Overrunning>(
+            ProbePayload {
+                sleep_ms: 60_000,
+                fail_first: false,
+            },
+            TriggerOptions::new(),
+        )
         .await
         .unwrap();
     let run = wait_for_status(&client, overrun.id, RunStatus::TimedOut).await;
@@ -29,7 +35,13 @@ async fn max_duration_times_the_run_out_and_cancel_fires_the_token_of_an_executi
     );
 
     let patient = client
-        .trigger::<Patient>(ProbePayload { sleep_ms: 60_000 }, TriggerOptions::new())
+        .trigger::<Patient>(
+            ProbePayload {
+                sleep_ms: 60_000,
+                fail_first: false,
+            },
+            TriggerOptions::new(),
+        )
         .await
         .unwrap();
     wait_for_status(&client, patient.id, RunStatus::Executing).await;

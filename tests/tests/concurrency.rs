@@ -10,13 +10,24 @@ use kiln_tests::{
 
 const WORKER_EXE: &str = env!("CARGO_BIN_EXE_kiln-test-worker");
 
-async fn enqueue_keyed(client: &Client, key: &str, n: usize, sleep_ms: u64) {
+/// Enqueues `n` keyed probe runs; with `fail_every_other`, every second run fails its first
+/// attempt and is retried.
+async fn enqueue_keyed(
+    client: &Client,
+    key: &str,
+    n: usize,
+    sleep_ms: u64,
+    fail_every_other: bool,
+) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
         let items = chunk
             .iter()
-            .map(|_| {
+            .map(|i| {
                 BatchItem::with_options(
-                    ProbePayload { sleep_ms },
+                    ProbePayload {
+                        sleep_ms,
+                        fail_first: fail_every_other && i % 2 == 1,
+                    },
                     TriggerOptions::new()
                         .concurrency_key(key)
                         .allow_unregistered(),
@@ -32,16 +43,20 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
 
-    // Backlog: two keys with big backlogs, 40 small keys, and a queue limited without keys.
-    enqueue_keyed(&client, "big-a", 1_000, 2).await;
-    enqueue_keyed(&client, "big-b", 800, 2).await;
+    // Backlog: two keys with big backlogs, 40 small keys (half of whose runs fail their first
+    // attempt and are retried), and a queue limited without keys.
+    enqueue_keyed(&client, "big-a", 1_000, 2, false).await;
+    enqueue_keyed(&client, "big-b", 800, 2, false).await;
     for k in 0..40 {
-        enqueue_keyed(&client, &format!("ws-{k}"), 10, 2).await;
+        enqueue_keyed(&client, &format!("ws-{k}"), 10, 2, true).await;
     }
     let limited: Vec<_> = (0..800)
         .map(|_| {
             BatchItem::with_options(
-                ProbePayload { sleep_ms: 2 },
+                ProbePayload {
+                    sleep_ms: 2,
+                    fail_first: false,
+                },
                 TriggerOptions::new().allow_unregistered(),
             )
         })
@@ -65,7 +80,10 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
     .await;
     let late = client
         .trigger::<KeyedProbe>(
-            ProbePayload { sleep_ms: 2 },
+            ProbePayload {
+                sleep_ms: 2,
+                fail_first: false,
+            },
             TriggerOptions::new().concurrency_key("late"),
         )
         .await
@@ -83,17 +101,35 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
         "a worker exited with an error"
     );
 
-    // Every run reached exactly one final status, with one attempt and one body execution.
-    let (runs, attempts, bodies, leases, ready): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM kiln.runs), (SELECT count(*) FROM kiln.attempts WHERE status = 'completed'),
-                (SELECT count(*) FROM probe_intervals), (SELECT count(*) FROM kiln.leases), (SELECT count(*) FROM kiln.ready)",
+    // Every run reached exactly one final status, with exactly one completed attempt; the 200
+    // runs that failed first have exactly one failed attempt before it.
+    let (runs, completed, failed, bodies, leases, ready): (i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM kiln.runs),
+                (SELECT count(DISTINCT run_id) FROM kiln.attempts WHERE status = 'completed'),
+                (SELECT count(*) FROM kiln.attempts WHERE status = 'failed'),
+                (SELECT count(*) FROM probe_intervals), (SELECT count(*) FROM kiln.leases),
+                (SELECT count(*) FROM kiln.ready)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (runs, completed, failed, bodies, leases, ready),
+        (3_001, 3_001, 200, 3_201, 0, 0)
+    );
+    let malformed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT run_id, string_agg(status, ',' ORDER BY number) AS outcomes
+               FROM kiln.attempts GROUP BY run_id) a
+          WHERE outcomes NOT IN ('completed', 'failed,completed')",
     )
     .fetch_one(&db.pool)
     .await
     .unwrap();
     assert_eq!(
-        (runs, attempts, bodies, leases, ready),
-        (3_001, 3_001, 3_001, 0, 0)
+        malformed, 0,
+        "every run's attempts are one completion, or one failure then one completion"
     );
     let per_worker: Vec<(String, i64)> =
         sqlx::query_as("SELECT worker_id, count(*) FROM kiln.attempts GROUP BY 1 ORDER BY 1")
@@ -166,7 +202,10 @@ async fn total_limit_caps_a_queue_across_its_keys() {
         let items = (0..40)
             .map(|_| {
                 BatchItem::with_options(
-                    ProbePayload { sleep_ms: 5 },
+                    ProbePayload {
+                        sleep_ms: 5,
+                        fail_first: false,
+                    },
                     TriggerOptions::new()
                         .concurrency_key(key)
                         .allow_unregistered(),

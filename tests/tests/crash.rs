@@ -21,7 +21,10 @@ async fn a_worker_killed_mid_run_loses_nothing_and_the_limit_still_holds() {
             .map(|i| {
                 let sleep_ms = if i % 10 == 0 { 1_500 } else { 40 };
                 BatchItem::with_options(
-                    ProbePayload { sleep_ms },
+                    ProbePayload {
+                        sleep_ms,
+                        fail_first: false,
+                    },
                     TriggerOptions::new()
                         .concurrency_key(key)
                         .allow_unregistered(),

@@ -14,14 +14,20 @@ async fn sigterm_lets_short_runs_finish_and_hands_long_runs_back_without_using_a
     let client = Client::new(db.pool.clone());
     let short = client
         .trigger::<LimitedProbe>(
-            ProbePayload { sleep_ms: 300 },
+            ProbePayload {
+                sleep_ms: 300,
+                fail_first: false,
+            },
             TriggerOptions::new().allow_unregistered(),
         )
         .await
         .unwrap();
     let long = client
         .trigger::<Overrunning>(
-            ProbePayload { sleep_ms: 200 },
+            ProbePayload {
+                sleep_ms: 200,
+                fail_first: false,
+            },
             TriggerOptions::new()
                 .allow_unregistered()
                 .max_attempts(1)
@@ -31,7 +37,10 @@ async fn sigterm_lets_short_runs_finish_and_hands_long_runs_back_without_using_a
         .unwrap();
     let long2 = client
         .trigger::<KeyedProbe>(
-            ProbePayload { sleep_ms: 30_000 },
+            ProbePayload {
+                sleep_ms: 30_000,
+                fail_first: false,
+            },
             TriggerOptions::new().allow_unregistered().max_attempts(1),
         )
         .await
