@@ -577,3 +577,73 @@ async fn the_cleaner_deletes_finished_runs_past_retention_and_keeps_the_rest() {
         "unfinished runs stay"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reschedule_moves_a_waiting_run_and_refuses_a_finished_one() {
+    let db = TestDb::new().await;
+    let client = Client::new(db.pool.clone());
+    InProcessWorker::start(&db, "registrar", 1)
+        .await
+        .stop()
+        .await;
+    let later = client
+        .trigger::<Echo>(
+            WorkspacePayload {
+                ws_id: "later".into(),
+            },
+            TriggerOptions::new().delay(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let soon = client
+        .trigger::<Echo>(
+            WorkspacePayload {
+                ws_id: "soon".into(),
+            },
+            TriggerOptions::new(),
+        )
+        .await
+        .unwrap();
+    let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);
+    client.runs().reschedule(soon.id, in_an_hour).await.unwrap();
+    assert_eq!(
+        client.runs().retrieve(soon.id).await.unwrap().status,
+        RunStatus::Delayed
+    );
+    client
+        .runs()
+        .reschedule(later.id, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        client.runs().retrieve(later.id).await.unwrap().status,
+        RunStatus::Queued
+    );
+
+    let worker = InProcessWorker::start(&db, "w1", 2).await;
+    wait_for_status(&client, later.id, RunStatus::Completed).await;
+    assert_eq!(
+        client.runs().retrieve(soon.id).await.unwrap().status,
+        RunStatus::Delayed
+    );
+    let err = client
+        .runs()
+        .reschedule(later.id, chrono::Utc::now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::NotWaiting {
+                status: RunStatus::Completed,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("only a run that has not started"),
+        "{err}"
+    );
+    worker.stop().await;
+}

@@ -1,7 +1,7 @@
 //! The `kiln` command: run a development setup, migrate, inspect and steer runs and queues,
 //! trigger tasks, and benchmark.
 //!
-//! Exit codes: 0 success, 1 failure, 2 bad usage, 3 not found.
+//! Exit codes: 0 success, 1 failure, 2 bad usage, 3 not found, 4 the run's state does not allow it.
 
 #![forbid(unsafe_code)]
 
@@ -73,12 +73,20 @@ impl Failure {
             code: 2,
         }
     }
+
+    pub(crate) fn conflict(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            code: 4,
+        }
+    }
 }
 
 impl From<kiln::ClientError> for Failure {
     fn from(error: kiln::ClientError) -> Self {
         match error {
             kiln::ClientError::RunNotFound(_) => Self::not_found(error),
+            kiln::ClientError::NotWaiting { .. } => Self::conflict(error),
             kiln::ClientError::InvalidTrigger { .. } => Self::usage(error),
             kiln::ClientError::Store(kiln_store::StoreError::Invalid(ref m))
                 if m.contains("does not exist") =>

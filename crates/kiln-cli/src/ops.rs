@@ -84,6 +84,22 @@ pub(crate) enum RunsCommand {
     Cancel(RunIdArgs),
     /// Trigger a new run with the same task, payload and options.
     Replay(ReplayArgs),
+    /// Move a run that has not started to a new time.
+    Reschedule(RescheduleArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RescheduleArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The run to move.
+    id: Uuid,
+    /// Start no earlier than this long from now (0s: as soon as possible).
+    #[arg(long, value_parser = parse_duration, required_unless_present = "at", conflicts_with = "at")]
+    delay: Option<Duration>,
+    /// Start no earlier than this time (RFC 3339).
+    #[arg(long, value_parser = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| e.to_string()))]
+    at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Args)]
@@ -251,6 +267,18 @@ pub(crate) async fn runs(command: RunsCommand) -> CliResult {
                     CancelOutcome::NotFound => unreachable!("the client maps NotFound to an error"),
                 }
             }
+        }
+        RunsCommand::Reschedule(args) => {
+            let client = args.db.client().await?;
+            let at = match (args.at, args.delay) {
+                (Some(at), _) => at,
+                (None, delay) => {
+                    Utc::now()
+                        + chrono::Duration::from_std(delay.unwrap_or_default()).unwrap_or_default()
+                }
+            };
+            client.runs().reschedule(args.id, at).await?;
+            println!("run {} rescheduled to {}", args.id, at.to_rfc3339());
         }
         RunsCommand::Replay(args) => {
             let client = args.db.client().await?;

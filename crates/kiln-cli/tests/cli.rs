@@ -149,11 +149,27 @@ async fn operators_trigger_inspect_pause_and_cancel_runs_from_the_cli() {
     let missing_queue = kiln(&url, &["queues", "resume", "nope"]);
     assert_eq!(missing_queue.status.code(), Some(3));
 
+    assert!(kiln(&url, &["runs", "reschedule", &id, "--delay", "1h"])
+        .status
+        .success());
+    assert_eq!(
+        json(&kiln(&url, &["runs", "show", &id, "--json"]))["status"],
+        "delayed"
+    );
+
     let canceled = json(&kiln(&url, &["runs", "cancel", &id, "--json"]));
     assert_eq!(canceled["canceled"], true);
-    assert_eq!(canceled["previous_status"], "queued");
+    assert_eq!(canceled["previous_status"], "delayed");
     let again = json(&kiln(&url, &["runs", "cancel", &id, "--json"]));
     assert_eq!(again["canceled"], false);
+
+    let moved = kiln(&url, &["runs", "reschedule", &id, "--delay", "0s"]);
+    assert_eq!(
+        moved.status.code(),
+        Some(4),
+        "a canceled run cannot move: {}",
+        stderr(&moved)
+    );
 
     let replayed = json(&kiln(&url, &["runs", "replay", &id, "--json"]));
     let replay = json(&kiln(

@@ -23,6 +23,14 @@ pub enum ClientError {
     /// No run has this id.
     #[error("run {0} does not exist: check the id (`kiln runs list` shows recent runs)")]
     RunNotFound(Uuid),
+    /// The run has already started or finished, so it cannot be moved.
+    #[error("run {id} is {status}: only a run that has not started (delayed or queued) can be rescheduled")]
+    NotWaiting {
+        /// The run.
+        id: Uuid,
+        /// Its status.
+        status: kiln_core::RunStatus,
+    },
     /// The store refused the request or could not be reached.
     #[error(transparent)]
     Store(StoreError),

@@ -2,7 +2,8 @@
 
 use kiln_core::{Run, TriggerOptions};
 use kiln_store::run::{
-    run_cancel, run_get, run_insert_many, run_list, CancelOutcome, RunFilter, RunPage, RunSpec,
+    run_cancel, run_get, run_insert_many, run_list, run_reschedule, CancelOutcome,
+    RescheduleOutcome, RunFilter, RunPage, RunSpec,
 };
 use uuid::Uuid;
 
@@ -63,5 +64,19 @@ impl<'a> Runs<'a> {
         };
         let mut runs = run_insert_many(self.pool, &original.task_id, None, &[spec], true).await?;
         Ok(runs.remove(0).into())
+    }
+
+    /// Moves a run that has not started yet to become available at `at` (a later time delays
+    /// it, an earlier one lets it start sooner). A run that started or finished is refused.
+    pub async fn reschedule(
+        &self,
+        id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ClientError> {
+        match run_reschedule(self.pool, id, at).await? {
+            RescheduleOutcome::Rescheduled => Ok(()),
+            RescheduleOutcome::NotFound => Err(ClientError::RunNotFound(id)),
+            RescheduleOutcome::NotWaiting(status) => Err(ClientError::NotWaiting { id, status }),
+        }
     }
 }

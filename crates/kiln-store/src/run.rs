@@ -427,3 +427,56 @@ pub async fn run_delete_finished_before(
     .map_err(db("deleting old finished runs"))?;
     Ok(deleted as u64)
 }
+
+/// What a reschedule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RescheduleOutcome {
+    /// The run now becomes available at the new time.
+    Rescheduled,
+    /// The run has started or finished (its status is given); only waiting runs move.
+    NotWaiting(RunStatus),
+    /// No run has this id.
+    NotFound,
+}
+
+/// Moves a run that has not started yet (`delayed` or `queued`) to become available at `at`:
+/// `delayed` if that is in the future, `queued` otherwise. Its ttl keeps its length from the
+/// new time.
+pub async fn run_reschedule(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<RescheduleOutcome> {
+    let row: Option<(String, bool)> = sqlx::query_as(
+        "WITH target AS (SELECT id, status, available_at, expires_at FROM kiln.runs WHERE id = $1 FOR UPDATE),
+         moved AS (
+             UPDATE kiln.ready rd
+                SET available_at = $2,
+                    order_at = $2 - (t.available_at - rd.order_at),
+                    expires_at = $2 + (t.expires_at - t.available_at),
+                    delayed = $2 > now()
+               FROM target t
+              WHERE rd.run_id = t.id AND t.status IN ('delayed', 'queued')
+             RETURNING rd.run_id),
+         updated AS (
+             UPDATE kiln.runs r
+                SET available_at = $2,
+                    expires_at = $2 + (r.expires_at - r.available_at),
+                    status = CASE WHEN $2 > now() THEN 'delayed' ELSE 'queued' END::kiln.run_status,
+                    updated_at = now()
+               FROM moved WHERE r.id = moved.run_id
+             RETURNING r.id)
+         SELECT t.status::text, EXISTS (SELECT 1 FROM updated) FROM target t",
+    )
+    .bind(id)
+    .bind(at)
+    .fetch_optional(pool)
+    .await
+    .map_err(db("rescheduling a run"))?;
+    let Some((status, moved)) = row else {
+        return Ok(RescheduleOutcome::NotFound);
+    };
+    if moved {
+        return Ok(RescheduleOutcome::Rescheduled);
+    }
+    let status = status
+        .parse()
+        .map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
+    Ok(RescheduleOutcome::NotWaiting(status))
+}
