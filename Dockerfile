@@ -1,5 +1,5 @@
 # The `kiln` binary in a small image.
-FROM rust:1.85-bookworm AS build
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release -p kiln-cli

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a run is in its lifecycle. A run reaches exactly one final status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Ordered in lifecycle order (the order of [`RunStatus::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Triggered with a delay that has not passed yet.
