@@ -14,11 +14,109 @@ LANGUAGE sql IMMUTABLE AS $$
         'priority_s', 0)
 $$;
 
+-- Milliseconds of a duration option: a number of seconds (Trigger.dev's convention), a string
+-- such as "500ms", "30s", "5m", "1h30m", "2d", "1w", or a Postgres interval ('5 minutes').
+CREATE FUNCTION kiln.duration_ms(p_value jsonb, p_option text) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    t text;
+    part text[];
+    total bigint := 0;
+BEGIN
+    IF p_value IS NULL OR jsonb_typeof(p_value) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_value) = 'number' THEN
+        RETURN round((p_value::text)::numeric * 1000)::bigint;
+    END IF;
+    t := p_value #>> '{}';
+    IF jsonb_typeof(p_value) = 'string' AND t ~ '^\s*(\d+\s*(ms|s|m|h|d|w)\s*)+$' THEN
+        FOR part IN SELECT regexp_matches(t, '(\d+)\s*(ms|s|m|h|d|w)', 'g') LOOP
+            total := total + part[1]::bigint * CASE part[2]
+                WHEN 'ms' THEN 1 WHEN 's' THEN 1000 WHEN 'm' THEN 60000 WHEN 'h' THEN 3600000
+                WHEN 'd' THEN 86400000 ELSE 604800000 END;
+        END LOOP;
+        RETURN total;
+    END IF;
+    BEGIN
+        RETURN (extract(epoch FROM t::interval) * 1000)::bigint;
+    EXCEPTION WHEN others THEN
+        RAISE EXCEPTION 'trigger option "%": % is not a duration', p_option, p_value
+            USING ERRCODE = 'KL400',
+            HINT = 'Write a duration such as "30s", "5m" or "1h30m", a number of seconds, or an interval such as ''5 minutes''.';
+    END;
+END
+$$;
+
+-- The options of one trigger in the internal form trigger_runs reads. Accepts the documented
+-- names (delay as a duration or a timestamp, ttl, priority, idempotency_key_ttl, max_duration)
+-- beside the internal ones (delay_ms, delay_until, ttl_ms, priority_s, ...), and refuses any
+-- other key by name.
+CREATE FUNCTION kiln.trigger_options(p_options jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    o jsonb := p_options;
+    k text;
+BEGIN
+    IF jsonb_typeof(o) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'trigger options must be a JSON object, got %', left(coalesce(o::text, 'NULL'), 200)
+            USING ERRCODE = 'KL400', HINT = 'Pass e.g. ''{"concurrency_key": "ws_1", "delay": "5m"}''.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(o) LOOP
+        IF k NOT IN ('payload', 'concurrency_key', 'idempotency_key', 'idempotency_key_ttl',
+                     'idempotency_key_ttl_ms', 'delay', 'delay_ms', 'delay_until', 'ttl', 'ttl_ms',
+                     'priority', 'priority_s', 'tags', 'metadata', 'max_attempts', 'max_duration',
+                     'max_duration_ms', 'queue', 'parent_run_id', 'root_run_id', 'replay_of') THEN
+            RAISE EXCEPTION 'unknown trigger option "%"', k
+                USING ERRCODE = 'KL400',
+                HINT = 'Options are concurrency_key, idempotency_key, idempotency_key_ttl, delay, ttl, priority, tags, metadata, max_attempts, max_duration, queue.';
+        END IF;
+    END LOOP;
+    IF o ? 'delay' THEN
+        IF jsonb_typeof(o->'delay') = 'number' OR (o->>'delay') ~ '^\s*(\d+\s*(ms|s|m|h|d|w)\s*)+$' THEN
+            o := o || jsonb_build_object('delay_ms', kiln.duration_ms(o->'delay', 'delay'));
+        ELSE
+            BEGIN
+                o := o || jsonb_build_object('delay_until', (o->>'delay')::timestamptz);
+            EXCEPTION WHEN others THEN
+                RAISE EXCEPTION 'trigger option "delay": % is neither a duration nor a timestamp', o->'delay'
+                    USING ERRCODE = 'KL400',
+                    HINT = 'Write a duration such as "30s" or "5m", a number of seconds, or a timestamp such as "2026-11-21T10:00:00Z".';
+            END;
+        END IF;
+        o := o - 'delay';
+    END IF;
+    IF o ? 'ttl' THEN
+        o := (o - 'ttl') || jsonb_build_object('ttl_ms', kiln.duration_ms(o->'ttl', 'ttl'));
+    END IF;
+    IF o ? 'idempotency_key_ttl' THEN
+        o := (o - 'idempotency_key_ttl')
+             || jsonb_build_object('idempotency_key_ttl_ms', kiln.duration_ms(o->'idempotency_key_ttl', 'idempotency_key_ttl'));
+    END IF;
+    IF o ? 'max_duration' THEN
+        o := (o - 'max_duration') || jsonb_build_object('max_duration_ms', kiln.duration_ms(o->'max_duration', 'max_duration'));
+    END IF;
+    IF o ? 'priority' THEN
+        o := (o - 'priority') || jsonb_build_object('priority_s', kiln.duration_ms(o->'priority', 'priority') / 1000);
+    END IF;
+    IF o ? 'max_attempts' AND (jsonb_typeof(o->'max_attempts') <> 'number' OR (o->>'max_attempts')::numeric < 1
+                               OR (o->>'max_attempts')::numeric <> trunc((o->>'max_attempts')::numeric)) THEN
+        RAISE EXCEPTION 'trigger option "max_attempts" must be a whole number of at least 1, got %', o->'max_attempts'
+            USING ERRCODE = 'KL400';
+    END IF;
+    FOR k IN SELECT unnest(ARRAY['concurrency_key', 'idempotency_key', 'queue']) LOOP
+        IF o ? k AND jsonb_typeof(o->k) <> 'string' THEN
+            RAISE EXCEPTION 'trigger option "%" must be a string, got %', k, o->k USING ERRCODE = 'KL400';
+        END IF;
+    END LOOP;
+    RETURN o;
+END
+$$;
+
 -- Insert one run per element of p_specs for task p_task_id, in one statement.
 --
--- Each spec is an object: payload, and optionally concurrency_key, idempotency_key,
--- idempotency_key_ttl_ms, delay_ms or delay_until, ttl_ms, priority_s, tags, metadata,
--- max_attempts, max_duration_ms, queue, parent_run_id, root_run_id, replay_of.
+-- Each spec is an object: payload, and the options of kiln.trigger_options (documented names such
+-- as delay, ttl, priority, or their internal forms delay_ms, ttl_ms, priority_s, ...).
 -- p_definition is the caller's compiled task definition (typed clients); without it the registered
 -- definition is used. A task that no worker has registered is refused (SQLSTATE KL404) unless
 -- p_allow_unregistered. Returns, per spec (1-based idx), the run id and whether it was an existing
@@ -53,6 +151,18 @@ BEGIN
             HINT = 'Check the task id for a typo, start a worker that registers the task, or trigger with allow_unregistered.';
     END IF;
     d := kiln.default_task_definition(p_task_id) || coalesce(p_definition, registered, '{}'::jsonb);
+
+    -- Specs in the internal form (what the Rust client sends) go straight through; any other key
+    -- is translated, or refused by name, by kiln.trigger_options.
+    IF EXISTS (SELECT 1 FROM unnest(p_specs) s(v)
+                WHERE jsonb_typeof(s.v) <> 'object'
+                   OR s.v - ARRAY['payload', 'concurrency_key', 'idempotency_key',
+                                  'idempotency_key_ttl_ms', 'delay_ms', 'delay_until', 'ttl_ms',
+                                  'priority_s', 'tags', 'metadata', 'max_attempts',
+                                  'max_duration_ms', 'queue', 'parent_run_id', 'root_run_id',
+                                  'replay_of'] <> '{}'::jsonb) THEN
+        p_specs := ARRAY(SELECT kiln.trigger_options(s.v) FROM unnest(p_specs) WITH ORDINALITY s(v, ord) ORDER BY ord);
+    END IF;
 
     SELECT s.v::text INTO bad FROM unnest(p_specs) s(v)
      WHERE jsonb_typeof(s.v) <> 'object'
@@ -149,8 +259,13 @@ BEGIN
 END
 $$;
 
--- Trigger one run from SQL: SELECT kiln.trigger('schedule-task', '{"ws_id":"w1"}', '{"concurrency_key":"w1"}').
--- options take the keys of a trigger_runs spec (without payload) plus allow_unregistered.
+-- Trigger one run from SQL:
+--   SELECT kiln.trigger('schedule-task', '{"ws_id": "w1"}',
+--                       '{"concurrency_key": "w1", "delay": "5m", "ttl": "1h", "tags": ["sync"]}');
+-- Options: concurrency_key, idempotency_key, idempotency_key_ttl, delay (a duration or a
+-- timestamp), ttl, priority (seconds of head start), tags, metadata, max_attempts, max_duration,
+-- queue, and allow_unregistered. Durations are "30s", "5m", "1h30m", a number of seconds, or an
+-- interval. Returns the run id (an existing run's for a live idempotency key).
 CREATE FUNCTION kiln.trigger(p_task_id text, p_payload jsonb, p_options jsonb DEFAULT '{}')
 RETURNS uuid
 LANGUAGE sql AS $$

@@ -52,7 +52,14 @@ pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError
                     let task_id = message.split('"').nth(1).unwrap_or(message).to_owned();
                     return StoreError::UnregisteredTask { task_id };
                 }
-                Some("KL400") => return StoreError::Invalid(e.message().to_owned()),
+                Some("KL400") => {
+                    let hint = e
+                        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .and_then(|pg| pg.hint())
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default();
+                    return StoreError::Invalid(format!("{}{hint}", e.message()));
+                }
                 _ => {}
             }
         }
