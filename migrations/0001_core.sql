@@ -55,9 +55,9 @@ CREATE TABLE kiln.queues (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
--- Concurrency keys seen per queue, with when each was last served: the claim walks keys
--- least-recently-served first, so a key with a huge backlog cannot starve a new key.
--- The empty string stands for "no concurrency key".
+-- When each concurrency key of a queue was last served: the claim prefers keys served least
+-- recently (never served first), so a key with a huge backlog cannot starve a new key. Written by
+-- the claim; keys idle for a day are dropped. The empty string stands for "no concurrency key".
 CREATE TABLE kiln.queue_keys (
     queue           text NOT NULL,
     concurrency_key text NOT NULL,

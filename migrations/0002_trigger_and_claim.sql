@@ -232,11 +232,6 @@ BEGIN
                i.available_at - make_interval(secs => i.priority_s), i.expires_at, i.status = 'delayed'
           FROM ins i
     ),
-    keys AS (
-        INSERT INTO kiln.queue_keys (queue, concurrency_key)
-        SELECT DISTINCT i.queue, coalesce(i.concurrency_key, '') FROM ins i
-        ON CONFLICT DO NOTHING
-    ),
     queues AS (
         INSERT INTO kiln.queues (name) SELECT DISTINCT i.queue FROM ins i
         ON CONFLICT DO NOTHING
@@ -278,6 +273,22 @@ LANGUAGE sql AS $$
                coalesce((p_options->>'allow_unregistered')::boolean, false)) t
 $$;
 
+-- The concurrency keys of a queue that have runs waiting, found with a loose index scan of
+-- ready_claim: one index probe per key with waiting runs, however many keys the queue ever had.
+CREATE FUNCTION kiln.waiting_keys(p_queue text) RETURNS TABLE (concurrency_key text)
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE walk AS (
+        (SELECT r.concurrency_key FROM kiln.ready r WHERE r.queue = p_queue
+          ORDER BY r.concurrency_key LIMIT 1)
+        UNION ALL
+        SELECT (SELECT r.concurrency_key FROM kiln.ready r
+                 WHERE r.queue = p_queue AND r.concurrency_key > w.concurrency_key
+                 ORDER BY r.concurrency_key LIMIT 1)
+          FROM walk w WHERE w.concurrency_key IS NOT NULL
+    )
+    SELECT w.concurrency_key FROM walk w WHERE w.concurrency_key IS NOT NULL
+$$;
+
 -- Claim up to p_max runs of the given tasks for worker p_worker_id, leasing each for p_lease_ms.
 --
 -- Concurrency: for a queue with a limit, the queue's row is locked (FOR UPDATE SKIP LOCKED) for the
@@ -289,6 +300,7 @@ $$;
 --
 -- Fairness: within a queue, candidates are taken by rank within their concurrency key first (each
 -- key's oldest run before any key's second), then by key least recently served, then by order_at.
+-- Only keys with waiting runs are visited (kiln.waiting_keys).
 CREATE FUNCTION kiln.claim_runs(
     p_worker_id text,
     p_task_ids text[],
@@ -338,13 +350,15 @@ BEGIN
 
         SELECT array_agg(c.run_id) INTO picked FROM (
             SELECT r.run_id
-              FROM (SELECT k.concurrency_key, k.last_served_at,
+              FROM (SELECT w.concurrency_key, served.last_served_at,
                            CASE WHEN q.per_key_limit IS NULL THEN queue_free
                                 ELSE least(queue_free, q.per_key_limit -
                                      (SELECT count(*) FROM kiln.leases l
-                                       WHERE l.queue = q.name AND l.concurrency_key = k.concurrency_key))::int
+                                       WHERE l.queue = q.name AND l.concurrency_key = w.concurrency_key))::int
                            END AS free
-                      FROM kiln.queue_keys k WHERE k.queue = q.name) k
+                      FROM kiln.waiting_keys(q.name) w
+                      LEFT JOIN kiln.queue_keys served
+                             ON served.queue = q.name AND served.concurrency_key = w.concurrency_key) k
              CROSS JOIN LATERAL (
                    -- Rank after the limit, so a key's backlog is read only as far as it can be served.
                    SELECT h.run_id, h.order_at, row_number() OVER (ORDER BY h.order_at) AS rank
@@ -384,9 +398,9 @@ BEGIN
               FROM started s
         ),
         served AS (
-            UPDATE kiln.queue_keys k SET last_served_at = p_now
-             WHERE k.queue = q.name
-               AND k.concurrency_key IN (SELECT DISTINCT s.lease_key FROM started s)
+            INSERT INTO kiln.queue_keys AS k (queue, concurrency_key, last_served_at)
+            SELECT DISTINCT q.name, s.lease_key, p_now FROM started s
+            ON CONFLICT ON CONSTRAINT queue_keys_pkey DO UPDATE SET last_served_at = excluded.last_served_at
         )
         SELECT s.id, s.task_id, s.queue, s.concurrency_key, s.attempts, s.counted, s.max_attempts,
                s.retry, s.max_duration_ms, s.payload, s.metadata, s.parent_run_id, s.root_run_id,

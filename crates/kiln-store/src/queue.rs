@@ -132,18 +132,9 @@ pub async fn queue_set_limit_override(pool: &Pool, name: &str, limit: Option<i32
     Ok(())
 }
 
-/// Adds missing `queue_keys` rows for ready runs and drops keys with nothing waiting or running
-/// that were not served for `idle_for`. Returns (added, dropped).
-pub async fn queue_key_repair(pool: &Pool, idle_before: DateTime<Utc>) -> Result<(u64, u64)> {
-    let added = sqlx::query(
-        "INSERT INTO kiln.queue_keys (queue, concurrency_key)
-         SELECT DISTINCT r.queue, r.concurrency_key FROM kiln.ready r
-         ON CONFLICT DO NOTHING",
-    )
-    .execute(pool)
-    .await
-    .map_err(db("repairing queue keys"))?
-    .rows_affected();
+/// Drops the "last served" bookkeeping of keys not served since `idle_before` that have nothing
+/// waiting or running. Returns how many were dropped.
+pub async fn queue_key_drop_idle(pool: &Pool, idle_before: DateTime<Utc>) -> Result<u64> {
     let dropped = sqlx::query(
         "DELETE FROM kiln.queue_keys k
           WHERE coalesce(k.last_served_at, k.created_at) < $1
@@ -157,5 +148,5 @@ pub async fn queue_key_repair(pool: &Pool, idle_before: DateTime<Utc>) -> Result
     .await
     .map_err(db("dropping idle queue keys"))?
     .rows_affected();
-    Ok((added, dropped))
+    Ok(dropped)
 }

@@ -48,7 +48,7 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Time a body gets after its token fired.
     pub cancel_grace: Duration,
-    /// Period of the maintenance services (rescuer, delayed promoter, expirer, key repair).
+    /// Period of the maintenance services (rescuer, delayed promoter, expirer, idle key cleanup, cleaner).
     pub maintenance_interval: Duration,
     /// Run the maintenance services in this process.
     pub run_maintenance: bool,

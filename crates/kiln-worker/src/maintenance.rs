@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kiln_core::{AttemptOutcome, ErrorKind, ErrorRecord, RunStatus};
 use kiln_store::lease::{lease_complete_many, lease_list_expired, AttemptEnd};
-use kiln_store::queue::queue_key_repair;
+use kiln_store::queue::queue_key_drop_idle;
 use kiln_store::ready::{ready_expire, ready_promote_delayed};
 use kiln_store::run::run_delete_finished_before;
 use kiln_store::{Pool, Result};
@@ -18,8 +18,8 @@ pub const DEFAULT_RESCUE_BATCH: u32 = 500;
 pub const DEFAULT_MAINTENANCE_BATCH: u32 = 1_000;
 /// Concurrency keys with nothing waiting or running are dropped after this long idle.
 pub const DEFAULT_KEY_IDLE: Duration = Duration::from_secs(24 * 3600);
-/// How often the key repair runs (it scans `kiln.ready`).
-pub const DEFAULT_KEY_REPAIR_INTERVAL: Duration = Duration::from_secs(60);
+/// How often idle keys' "last served" bookkeeping is dropped.
+pub const DEFAULT_KEY_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the cleaner runs.
 pub const DEFAULT_CLEANER_INTERVAL: Duration = Duration::from_secs(60);
 /// Runs the cleaner deletes per statement.
@@ -115,7 +115,7 @@ pub(crate) async fn run_maintenance(
         retention,
         batch: DEFAULT_CLEANER_BATCH,
     });
-    let mut last_key_repair: Option<tokio::time::Instant> = None;
+    let mut last_key_cleanup: Option<tokio::time::Instant> = None;
     let mut last_clean: Option<tokio::time::Instant> = None;
     loop {
         // Spread the passes of many workers apart.
@@ -138,12 +138,12 @@ pub(crate) async fn run_maintenance(
             ),
             Err(error) => tracing::warn!(%error, "expiring runs failed"),
         }
-        if last_key_repair.is_none_or(|at| at.elapsed() >= DEFAULT_KEY_REPAIR_INTERVAL) {
-            last_key_repair = Some(tokio::time::Instant::now());
+        if last_key_cleanup.is_none_or(|at| at.elapsed() >= DEFAULT_KEY_CLEANUP_INTERVAL) {
+            last_key_cleanup = Some(tokio::time::Instant::now());
             let idle_before =
                 Utc::now() - chrono::Duration::from_std(DEFAULT_KEY_IDLE).unwrap_or_default();
-            if let Err(error) = queue_key_repair(&pool, idle_before).await {
-                tracing::warn!(%error, "queue key repair failed");
+            if let Err(error) = queue_key_drop_idle(&pool, idle_before).await {
+                tracing::warn!(%error, "dropping idle queue keys failed");
             }
         }
         if let Some(cleaner) = &cleaner {
