@@ -352,13 +352,14 @@ BEGIN
             SELECT r.run_id
               FROM (SELECT w.concurrency_key, served.last_served_at,
                            CASE WHEN q.per_key_limit IS NULL THEN queue_free
-                                ELSE least(queue_free, q.per_key_limit -
-                                     (SELECT count(*) FROM kiln.leases l
-                                       WHERE l.queue = q.name AND l.concurrency_key = w.concurrency_key))::int
+                                ELSE least(queue_free, q.per_key_limit - coalesce(running.n, 0))::int
                            END AS free
                       FROM kiln.waiting_keys(q.name) w
                       LEFT JOIN kiln.queue_keys served
-                             ON served.queue = q.name AND served.concurrency_key = w.concurrency_key) k
+                             ON served.queue = q.name AND served.concurrency_key = w.concurrency_key
+                      LEFT JOIN (SELECT l.concurrency_key, count(*) AS n FROM kiln.leases l
+                                  WHERE l.queue = q.name GROUP BY l.concurrency_key) running
+                             ON running.concurrency_key = w.concurrency_key) k
              CROSS JOIN LATERAL (
                    -- Rank after the limit, so a key's backlog is read only as far as it can be served.
                    SELECT h.run_id, h.order_at, row_number() OVER (ORDER BY h.order_at) AS rank
