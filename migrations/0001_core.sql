@@ -105,7 +105,8 @@ CREATE UNIQUE INDEX runs_idempotency_key ON kiln.runs (task_id, idempotency_key)
 CREATE INDEX runs_task_id ON kiln.runs (task_id, id);
 CREATE INDEX runs_queue ON kiln.runs (queue, id);
 CREATE INDEX runs_concurrency_key ON kiln.runs (concurrency_key, id) WHERE concurrency_key IS NOT NULL;
-CREATE INDEX runs_tags ON kiln.runs USING gin (tags);
+-- Partial: most runs carry no tags, and an empty array would still cost a GIN entry.
+CREATE INDEX runs_tags ON kiln.runs USING gin (tags) WHERE tags <> '{}';
 CREATE INDEX runs_parent_run_id ON kiln.runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
 
 -- Runs waiting to be claimed (queued, delayed, or queued for a retry with a future available_at).

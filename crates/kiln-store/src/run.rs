@@ -272,7 +272,8 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
         q.push(" AND queue = ").push_bind(queue.clone());
     }
     if !filter.tags.is_empty() {
-        q.push(" AND tags @> ").push_bind(filter.tags.clone());
+        // `tags <> '{}'` lets the planner use the partial GIN index.
+        q.push(" AND tags <> '{}' AND tags @> ").push_bind(filter.tags.clone());
     }
     if let Some(key) = &filter.concurrency_key {
         q.push(" AND concurrency_key = ").push_bind(key.clone());
