@@ -42,9 +42,13 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
             let admin = kiln::Client::connect(&server.admin_url).await?;
             kiln_devdb_create(&admin, DEV_DATABASE).await?;
             let url = server.database_url(DEV_DATABASE);
+            let data_dir = server
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| args.data_dir.clone());
             println!(
                 "Postgres: private server with data in {}",
-                args.data_dir.display()
+                data_dir.display()
             );
             println!(
                 "  DATABASE_URL={url}   (use it with `kiln runs list`, `kiln queues list`, ...)"

@@ -165,6 +165,25 @@ fn run_as_owner(program: &Path, args: &[&str]) -> Result<(), DevDbError> {
     Ok(())
 }
 
+/// True when the `postgres` user can enter every folder down to `dir`.
+fn postgres_user_can_reach(dir: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-x"])
+        .arg(dir.parent().unwrap_or(dir))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// FNV-1a of a path, to give each project its own fallback folder.
+fn path_hash(path: &Path) -> u64 {
+    path.to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 fn free_port() -> Result<u16, DevDbError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| DevDbError::Command {
         command: "binding a free port".into(),
@@ -186,9 +205,24 @@ pub async fn start_private(data_dir: &Path) -> Result<Server, DevDbError> {
         command: format!("creating {}", data_dir.display()),
         detail: e.to_string(),
     })?;
-    let data_dir = data_dir
+    let mut data_dir = data_dir
         .canonicalize()
         .unwrap_or_else(|_| data_dir.to_owned());
+    if is_root() && !postgres_user_can_reach(&data_dir) {
+        // As root, the server runs as the postgres user, who cannot enter e.g. /root/project.
+        let elsewhere =
+            std::env::temp_dir().join(format!("kiln-postgres-{:016x}", path_hash(&data_dir)));
+        eprintln!(
+            "note: the postgres user cannot reach {} (Kiln runs Postgres as that user when started as root); keeping the private server's data in {} instead",
+            data_dir.display(),
+            elsewhere.display()
+        );
+        std::fs::create_dir_all(&elsewhere).map_err(|e| DevDbError::Command {
+            command: format!("creating {}", elsewhere.display()),
+            detail: e.to_string(),
+        })?;
+        data_dir = elsewhere;
+    }
     let dir = data_dir.to_string_lossy().into_owned();
     let port_file = data_dir.join("kiln-port");
     if let Ok(port) = std::fs::read_to_string(&port_file) {

@@ -273,7 +273,8 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
     }
     if !filter.tags.is_empty() {
         // `tags <> '{}'` lets the planner use the partial GIN index.
-        q.push(" AND tags <> '{}' AND tags @> ").push_bind(filter.tags.clone());
+        q.push(" AND tags <> '{}' AND tags @> ")
+            .push_bind(filter.tags.clone());
     }
     if let Some(key) = &filter.concurrency_key {
         q.push(" AND concurrency_key = ").push_bind(key.clone());
