@@ -31,9 +31,9 @@ mod worker;
 
 pub use config::*;
 pub use maintenance::{
-    Cleaner, Rescuer, DEFAULT_CLEANER_BATCH, DEFAULT_CLEANER_INTERVAL,
-    DEFAULT_KEY_CLEANUP_INTERVAL, DEFAULT_KEY_IDLE, DEFAULT_MAINTENANCE_BATCH,
-    DEFAULT_RESCUE_BATCH,
+    Cleaner, DelayedPromoter, Expirer, KeyCleanup, Rescuer, DEFAULT_CLEANER_BATCH,
+    DEFAULT_CLEANER_INTERVAL, DEFAULT_KEY_CLEANUP_INTERVAL, DEFAULT_KEY_IDLE,
+    DEFAULT_MAINTENANCE_BATCH, DEFAULT_RESCUE_BATCH,
 };
 pub use worker::{Worker, WorkerBuilder};
 

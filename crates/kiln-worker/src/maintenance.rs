@@ -1,5 +1,6 @@
-//! Maintenance services. Each is safe to run in every worker at once (their statements use
-//! SKIP LOCKED or are idempotent), so no leader election is needed.
+//! Maintenance services: small structs, each with its settings, named defaults and one pass
+//! (`run_once`), run on their own periods by [`run_maintenance`]. Each is safe to run in every
+//! worker at once (their statements use SKIP LOCKED or are idempotent), so no leader is elected.
 
 use std::time::Duration;
 
@@ -10,20 +11,139 @@ use kiln_store::queue::queue_key_drop_idle;
 use kiln_store::ready::{ready_expire, ready_promote_delayed};
 use kiln_store::run::run_delete_finished_before;
 use kiln_store::{Pool, Result};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Expired leases handled per rescuer pass.
 pub const DEFAULT_RESCUE_BATCH: u32 = 500;
 /// Delayed runs promoted, or waiting runs expired, per pass.
 pub const DEFAULT_MAINTENANCE_BATCH: u32 = 1_000;
-/// Concurrency keys with nothing waiting or running are dropped after this long idle.
+/// Concurrency keys with nothing waiting or running are forgotten after this long idle.
 pub const DEFAULT_KEY_IDLE: Duration = Duration::from_secs(24 * 3600);
-/// How often idle keys' "last served" bookkeeping is dropped.
+/// How often idle keys' "last served" rows are dropped.
 pub const DEFAULT_KEY_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the cleaner runs.
 pub const DEFAULT_CLEANER_INTERVAL: Duration = Duration::from_secs(60);
 /// Runs the cleaner deletes per statement.
 pub const DEFAULT_CLEANER_BATCH: u32 = 1_000;
+
+/// Finds runs whose lease expired (their worker died or stalled), records the lost attempt as
+/// `crashed`, and queues the run again if attempts remain, else finishes it as `crashed`.
+#[derive(Debug, Clone)]
+pub struct Rescuer {
+    /// Leases handled per pass.
+    pub batch: u32,
+}
+
+impl Default for Rescuer {
+    fn default() -> Self {
+        Self {
+            batch: DEFAULT_RESCUE_BATCH,
+        }
+    }
+}
+
+impl Rescuer {
+    /// One pass; returns how many runs were rescued.
+    pub async fn rescue_expired_leases(&self, pool: &Pool) -> Result<u64> {
+        let expired = lease_list_expired(pool, self.batch, None).await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        let ends: Vec<AttemptEnd> = expired
+            .iter()
+            .map(|lease| AttemptEnd {
+                run_id: lease.run_id,
+                attempt: lease.attempt,
+                outcome: AttemptOutcome::Crashed,
+                retry_at: (lease.counted_attempt < lease.max_attempts).then_some(now),
+                final_status: RunStatus::Crashed,
+                output: None,
+                error: Some(ErrorRecord::new(
+                    ErrorKind::Crashed,
+                    "the worker running this attempt stopped renewing its lease (it died, \
+                     stalled or lost the database)",
+                )),
+                released: false,
+            })
+            .collect();
+        let rescued = lease_complete_many(pool, &ends, true, None).await?;
+        for (run_id, status) in &rescued {
+            tracing::warn!(%run_id, %status, "rescued a run whose lease expired");
+        }
+        Ok(rescued.len() as u64)
+    }
+}
+
+/// Marks delayed runs whose delay has passed as `queued` (claims do not wait for this; it keeps
+/// the status people see true).
+#[derive(Debug, Clone)]
+pub struct DelayedPromoter {
+    /// Runs promoted per pass.
+    pub batch: u32,
+}
+
+impl Default for DelayedPromoter {
+    fn default() -> Self {
+        Self {
+            batch: DEFAULT_MAINTENANCE_BATCH,
+        }
+    }
+}
+
+impl DelayedPromoter {
+    /// One pass; returns how many runs were promoted.
+    pub async fn promote_due_runs(&self, pool: &Pool) -> Result<u64> {
+        ready_promote_delayed(pool, self.batch, None).await
+    }
+}
+
+/// Finishes waiting runs whose ttl ran out before they started as `expired`.
+#[derive(Debug, Clone)]
+pub struct Expirer {
+    /// Runs expired per pass.
+    pub batch: u32,
+}
+
+impl Default for Expirer {
+    fn default() -> Self {
+        Self {
+            batch: DEFAULT_MAINTENANCE_BATCH,
+        }
+    }
+}
+
+impl Expirer {
+    /// One pass; returns how many runs expired.
+    pub async fn expire_runs(&self, pool: &Pool) -> Result<u64> {
+        ready_expire(pool, self.batch, None).await
+    }
+}
+
+/// Forgets when idle concurrency keys were last served.
+#[derive(Debug, Clone)]
+pub struct KeyCleanup {
+    /// Keys with nothing waiting or running, not served for this long, are forgotten.
+    pub idle: Duration,
+}
+
+impl Default for KeyCleanup {
+    fn default() -> Self {
+        Self {
+            idle: DEFAULT_KEY_IDLE,
+        }
+    }
+}
+
+impl KeyCleanup {
+    /// One pass; returns how many keys were forgotten.
+    pub async fn drop_idle_keys(&self, pool: &Pool) -> Result<u64> {
+        let idle_before =
+            Utc::now() - chrono::Duration::from_std(self.idle).unwrap_or(chrono::Duration::MAX);
+        queue_key_drop_idle(pool, idle_before).await
+    }
+}
 
 /// Deletes finished runs older than the retention, in bounded batches, so history does not grow
 /// without end.
@@ -51,59 +171,37 @@ impl Cleaner {
     }
 }
 
-/// Finds runs whose lease expired (their worker died or stalled), records the lost attempt as
-/// `crashed`, and queues the run again if attempts remain, else finishes it as `crashed`.
-#[derive(Debug, Clone)]
-pub struct Rescuer {
-    /// Leases handled per pass.
-    pub batch: u32,
+/// One service on its own period.
+struct Every {
+    period: Duration,
+    last: Option<Instant>,
 }
 
-impl Default for Rescuer {
-    fn default() -> Self {
-        Self {
-            batch: DEFAULT_RESCUE_BATCH,
+impl Every {
+    fn new(period: Duration) -> Self {
+        Self { period, last: None }
+    }
+
+    /// True (and restarts the period) when the service is due.
+    fn due(&mut self) -> bool {
+        let due = self.last.is_none_or(|at| at.elapsed() >= self.period);
+        if due {
+            self.last = Some(Instant::now());
         }
+        due
     }
 }
 
-impl Rescuer {
-    /// One pass; returns how many runs were rescued.
-    pub async fn rescue_expired_leases(&self, pool: &Pool) -> Result<usize> {
-        let expired = lease_list_expired(pool, self.batch, None).await?;
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        let now = Utc::now();
-        let ends: Vec<AttemptEnd> = expired
-            .iter()
-            .map(|lease| {
-                let retry = lease.counted_attempt < lease.max_attempts;
-                AttemptEnd {
-                    run_id: lease.run_id,
-                    attempt: lease.attempt,
-                    outcome: AttemptOutcome::Crashed,
-                    retry_at: retry.then_some(now),
-                    final_status: RunStatus::Crashed,
-                    output: None,
-                    error: Some(ErrorRecord::new(
-                        ErrorKind::Crashed,
-                        "the worker running this attempt stopped renewing its lease (it died, \
-                         stalled or lost the database)",
-                    )),
-                    released: false,
-                }
-            })
-            .collect();
-        let rescued = lease_complete_many(pool, &ends, true, None).await?;
-        for (run_id, status) in &rescued {
-            tracing::warn!(%run_id, %status, "rescued a run whose lease expired");
-        }
-        Ok(rescued.len())
+fn report(what: &str, result: Result<u64>) {
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(runs = n, "{what}"),
+        Err(error) => tracing::warn!(%error, "maintenance failed: {what}"),
     }
 }
 
-/// Runs every maintenance service every `interval` until `cancel` fires.
+/// Runs the rescuer, delayed promoter and expirer every `interval`, and the key cleanup and the
+/// cleaner (when `retention` is set) every minute, until `cancel` fires.
 pub(crate) async fn run_maintenance(
     pool: Pool,
     interval: Duration,
@@ -111,12 +209,15 @@ pub(crate) async fn run_maintenance(
     cancel: CancellationToken,
 ) {
     let rescuer = Rescuer::default();
+    let promoter = DelayedPromoter::default();
+    let expirer = Expirer::default();
+    let keys = KeyCleanup::default();
     let cleaner = retention.map(|retention| Cleaner {
         retention,
         batch: DEFAULT_CLEANER_BATCH,
     });
-    let mut last_key_cleanup: Option<tokio::time::Instant> = None;
-    let mut last_clean: Option<tokio::time::Instant> = None;
+    let mut keys_every = Every::new(DEFAULT_KEY_CLEANUP_INTERVAL);
+    let mut cleaner_every = Every::new(DEFAULT_CLEANER_INTERVAL);
     loop {
         // Spread the passes of many workers apart.
         let jitter = interval.mul_f64(fastrand::f64() * 0.5);
@@ -124,36 +225,30 @@ pub(crate) async fn run_maintenance(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval + jitter) => {}
         }
-        if let Err(error) = rescuer.rescue_expired_leases(&pool).await {
-            tracing::warn!(%error, "rescuer pass failed");
-        }
-        if let Err(error) = ready_promote_delayed(&pool, DEFAULT_MAINTENANCE_BATCH, None).await {
-            tracing::warn!(%error, "promoting delayed runs failed");
-        }
-        match ready_expire(&pool, DEFAULT_MAINTENANCE_BATCH, None).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                runs = n,
-                "expired runs whose ttl ran out before they started"
-            ),
-            Err(error) => tracing::warn!(%error, "expiring runs failed"),
-        }
-        if last_key_cleanup.is_none_or(|at| at.elapsed() >= DEFAULT_KEY_CLEANUP_INTERVAL) {
-            last_key_cleanup = Some(tokio::time::Instant::now());
-            let idle_before =
-                Utc::now() - chrono::Duration::from_std(DEFAULT_KEY_IDLE).unwrap_or_default();
-            if let Err(error) = queue_key_drop_idle(&pool, idle_before).await {
-                tracing::warn!(%error, "dropping idle queue keys failed");
-            }
+        report(
+            "rescued runs whose lease expired",
+            rescuer.rescue_expired_leases(&pool).await,
+        );
+        report(
+            "delayed runs became queued",
+            promoter.promote_due_runs(&pool).await,
+        );
+        report(
+            "expired runs whose ttl ran out before they started",
+            expirer.expire_runs(&pool).await,
+        );
+        if keys_every.due() {
+            report(
+                "forgot idle concurrency keys",
+                keys.drop_idle_keys(&pool).await,
+            );
         }
         if let Some(cleaner) = &cleaner {
-            if last_clean.is_none_or(|at| at.elapsed() >= DEFAULT_CLEANER_INTERVAL) {
-                last_clean = Some(tokio::time::Instant::now());
-                match cleaner.delete_old_runs(&pool).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(runs = n, "deleted finished runs past their retention"),
-                    Err(error) => tracing::warn!(%error, "deleting old runs failed"),
-                }
+            if cleaner_every.due() {
+                report(
+                    "deleted finished runs past their retention",
+                    cleaner.delete_old_runs(&pool).await,
+                );
             }
         }
     }
