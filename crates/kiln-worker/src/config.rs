@@ -24,6 +24,9 @@ pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Connections a worker's pool opens at most.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// Under a backlog, how long the fetch loop waits for half a batch of slots to free up before
+/// claiming fewer runs.
+pub const CLAIM_GATHER: Duration = Duration::from_millis(5);
 /// Pause after a claim skipped a queue another worker was claiming.
 pub const CONTENDED_RETRY: Duration = Duration::from_millis(5);
 /// Longest pause between retries of a failing database call.

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::completer::run_completer;
-use crate::config::{WorkerConfig, CONTENDED_RETRY, MAX_ERROR_BACKOFF};
+use crate::config::{WorkerConfig, CLAIM_GATHER, CONTENDED_RETRY, MAX_ERROR_BACKOFF};
 use crate::execute::execute;
 use crate::inflight::{InFlightRuns, StopReason};
 use crate::maintenance::run_maintenance;
@@ -239,11 +239,11 @@ impl Worker {
         let mut bodies = tokio::task::JoinSet::new();
 
         let mut more_waiting = true;
+        let half_batch = config.claim_batch.min(config.concurrency).div_ceil(2);
         let mut error_backoff = Duration::from_millis(50);
         while !shutdown.is_cancelled() {
             while bodies.try_join_next().is_some() {}
-            let free = slots.available_permits().min(config.claim_batch);
-            if free == 0 {
+            if slots.available_permits() == 0 {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = slot_freed.notified() => continue,
@@ -255,6 +255,21 @@ impl Worker {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(config.poll_interval) => {}
                 }
+            } else if slots.available_permits() < half_batch {
+                // Under a backlog, let a few more slots free up (briefly) so that each claim
+                // takes a worthwhile batch instead of many claims taking a few runs each.
+                let deadline = tokio::time::Instant::now() + CLAIM_GATHER;
+                while slots.available_permits() < half_batch {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = slot_freed.notified() => {}
+                    }
+                }
+            }
+            let free = slots.available_permits().min(config.claim_batch);
+            if free == 0 {
+                continue;
             }
             let claim = lease_claim(
                 &inner.pool,
