@@ -311,7 +311,13 @@ RETURNS TABLE (run_id uuid, task_id text, queue text, concurrency_key text, atte
                counted_attempt integer, max_attempts integer, retry jsonb, max_duration_ms bigint,
                payload jsonb, metadata jsonb, parent_run_id uuid, root_run_id uuid,
                created_at timestamptz)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Every statement here is built for index access. Right after a bulk insert, before autovacuum
+-- has analyzed kiln.ready, the planner would otherwise pick a sequential or bitmap scan of the
+-- whole backlog for each claim (measured: 4x slower with a 150,000-run backlog).
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+AS $$
 DECLARE
     cand record;
     q record;
