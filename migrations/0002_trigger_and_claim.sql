@@ -295,8 +295,10 @@ $$;
 -- rest of this transaction; the lease counts are read by later statements, so they include every
 -- claim committed before the lock was granted, and no other claim of this queue can interleave.
 -- Leases are released by the completion, retry and rescue statements, which only lower the count.
--- A queue whose lock another claimer holds is skipped and reported with a row whose run_id is NULL,
--- so the caller can try again shortly; claimers never wait on each other, and never deadlock.
+-- A queue without limits takes no queue lock: its runs are locked one by one with SKIP LOCKED, so
+-- parallel claimers take disjoint runs. A row whose run_id is NULL tells the caller that a queue
+-- was being claimed by another worker (or may have more runs): try again shortly. Claimers never
+-- wait on each other, and never deadlock.
 --
 -- Fairness: within a queue, candidates are taken by rank within their concurrency key first (each
 -- key's oldest run before any key's second), then by key least recently served, then by order_at.
@@ -323,6 +325,9 @@ DECLARE
     q record;
     remaining integer := p_max;
     queue_free integer;
+    unlimited boolean;
+    keys text[];
+    per_key_cap integer;
     picked uuid[];
     n integer;
 BEGIN
@@ -338,14 +343,25 @@ BEGIN
 
         SELECT qu.name, coalesce(qu.limit_override, qu.concurrency_limit) AS per_key_limit,
                qu.total_limit, qu.paused
-          INTO q FROM kiln.queues qu WHERE qu.name = cand.name
-           FOR UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
-            run_id := NULL; queue := cand.name;
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
+          INTO q FROM kiln.queues qu WHERE qu.name = cand.name;
         CONTINUE WHEN q.paused;
+        unlimited := q.per_key_limit IS NULL AND q.total_limit IS NULL;
+
+        IF NOT unlimited THEN
+            -- A limited queue: serialize its claimers for the rest of this transaction. The counts
+            -- below are read by later statements, which see every claim committed before the lock.
+            SELECT qu.name, coalesce(qu.limit_override, qu.concurrency_limit) AS per_key_limit,
+                   qu.total_limit, qu.paused
+              INTO q FROM kiln.queues qu WHERE qu.name = cand.name
+               FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                run_id := NULL; queue := cand.name;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            CONTINUE WHEN q.paused;
+            unlimited := q.per_key_limit IS NULL AND q.total_limit IS NULL;
+        END IF;
 
         queue_free := remaining;
         IF q.total_limit IS NOT NULL THEN
@@ -354,32 +370,67 @@ BEGIN
         END IF;
         CONTINUE WHEN queue_free <= 0;
 
-        SELECT array_agg(c.run_id) INTO picked FROM (
-            SELECT r.run_id
-              FROM (SELECT w.concurrency_key, served.last_served_at,
-                           CASE WHEN q.per_key_limit IS NULL THEN queue_free
-                                ELSE least(queue_free, q.per_key_limit - coalesce(running.n, 0))::int
-                           END AS free
-                      FROM kiln.waiting_keys(q.name) w
-                      LEFT JOIN kiln.queue_keys served
-                             ON served.queue = q.name AND served.concurrency_key = w.concurrency_key
-                      LEFT JOIN (SELECT l.concurrency_key, count(*) AS n FROM kiln.leases l
-                                  WHERE l.queue = q.name GROUP BY l.concurrency_key) running
-                             ON running.concurrency_key = w.concurrency_key) k
-             CROSS JOIN LATERAL (
-                   -- Rank after the limit, so a key's backlog is read only as far as it can be served.
-                   SELECT h.run_id, h.order_at, row_number() OVER (ORDER BY h.order_at) AS rank
-                     FROM (SELECT rd.run_id, rd.order_at
-                             FROM kiln.ready rd
-                            WHERE rd.queue = q.name AND rd.concurrency_key = k.concurrency_key
-                              AND rd.available_at <= p_now AND rd.task_id = ANY(p_task_ids)
-                              AND (rd.expires_at IS NULL OR rd.expires_at > p_now)
-                            ORDER BY rd.order_at
-                            LIMIT greatest(k.free, 0)) h) r
-             WHERE k.free > 0
-             ORDER BY r.rank, k.last_served_at NULLS FIRST, r.order_at
-             LIMIT queue_free) c;
-        CONTINUE WHEN picked IS NULL;
+        keys := ARRAY(SELECT w.concurrency_key FROM kiln.waiting_keys(q.name) w);
+        CONTINUE WHEN cardinality(keys) = 0;
+
+        IF unlimited THEN
+            -- No limit to keep: lock runs one by one (SKIP LOCKED), so that parallel claimers of
+            -- this queue take disjoint runs. Each key's share is capped near queue_free / keys, so
+            -- few rows are locked only to be left.
+            per_key_cap := ceil(queue_free::numeric / cardinality(keys))::int;
+            SELECT array_agg(c.run_id) INTO picked FROM (
+                SELECT r.run_id
+                  FROM (SELECT w.concurrency_key, served.last_served_at
+                          FROM unnest(keys) AS w(concurrency_key)
+                          LEFT JOIN kiln.queue_keys served
+                                 ON served.queue = q.name AND served.concurrency_key = w.concurrency_key) k
+                 CROSS JOIN LATERAL (
+                       SELECT h.run_id, h.order_at, row_number() OVER (ORDER BY h.order_at) AS rank
+                         FROM (SELECT rd.run_id, rd.order_at
+                                 FROM kiln.ready rd
+                                WHERE rd.queue = q.name AND rd.concurrency_key = k.concurrency_key
+                                  AND rd.available_at <= p_now AND rd.task_id = ANY(p_task_ids)
+                                  AND (rd.expires_at IS NULL OR rd.expires_at > p_now)
+                                ORDER BY rd.order_at
+                                LIMIT per_key_cap
+                                  FOR UPDATE SKIP LOCKED) h) r
+                 ORDER BY r.rank, k.last_served_at NULLS FIRST, r.order_at
+                 LIMIT queue_free) c;
+        ELSE
+            SELECT array_agg(c.run_id) INTO picked FROM (
+                SELECT r.run_id
+                  FROM (SELECT w.concurrency_key, served.last_served_at,
+                               CASE WHEN q.per_key_limit IS NULL THEN queue_free
+                                    ELSE least(queue_free, q.per_key_limit - coalesce(running.n, 0))::int
+                               END AS free
+                          FROM unnest(keys) AS w(concurrency_key)
+                          LEFT JOIN kiln.queue_keys served
+                                 ON served.queue = q.name AND served.concurrency_key = w.concurrency_key
+                          LEFT JOIN (SELECT l.concurrency_key, count(*) AS n FROM kiln.leases l
+                                      WHERE l.queue = q.name GROUP BY l.concurrency_key) running
+                                 ON running.concurrency_key = w.concurrency_key) k
+                 CROSS JOIN LATERAL (
+                       -- Rank after the limit, so a key's backlog is read only as far as it can be served.
+                       SELECT h.run_id, h.order_at, row_number() OVER (ORDER BY h.order_at) AS rank
+                         FROM (SELECT rd.run_id, rd.order_at
+                                 FROM kiln.ready rd
+                                WHERE rd.queue = q.name AND rd.concurrency_key = k.concurrency_key
+                                  AND rd.available_at <= p_now AND rd.task_id = ANY(p_task_ids)
+                                  AND (rd.expires_at IS NULL OR rd.expires_at > p_now)
+                                ORDER BY rd.order_at
+                                LIMIT greatest(k.free, 0)) h) r
+                 WHERE k.free > 0
+                 ORDER BY r.rank, k.last_served_at NULLS FIRST, r.order_at
+                 LIMIT queue_free) c;
+        END IF;
+        IF picked IS NULL THEN
+            IF unlimited THEN
+                -- Every waiting run was locked by another claimer: say so, so the worker retries.
+                run_id := NULL; queue := cand.name;
+                RETURN NEXT;
+            END IF;
+            CONTINUE;
+        END IF;
 
         RETURN QUERY
         WITH taken AS (
@@ -405,8 +456,11 @@ BEGIN
               FROM started s
         ),
         served AS (
+            -- Fairness bookkeeping matters only between keys; a queue with one waiting key skips
+            -- it, so that parallel claimers of an unkeyed queue never wait on a shared row.
             INSERT INTO kiln.queue_keys AS k (queue, concurrency_key, last_served_at)
             SELECT DISTINCT q.name, s.lease_key, p_now FROM started s
+             WHERE cardinality(keys) > 1 OR NOT unlimited
             ON CONFLICT ON CONSTRAINT queue_keys_pkey DO UPDATE SET last_served_at = excluded.last_served_at
         )
         SELECT s.id, s.task_id, s.queue, s.concurrency_key, s.attempts, s.counted, s.max_attempts,
@@ -415,6 +469,11 @@ BEGIN
           FROM started s;
         GET DIAGNOSTICS n = ROW_COUNT;
         remaining := remaining - n;
+        IF unlimited AND n < queue_free AND cardinality(keys) > 1 THEN
+            -- Capped shares may have left runs behind: let the worker claim again soon.
+            run_id := NULL; queue := cand.name;
+            RETURN NEXT;
+        END IF;
     END LOOP;
 END
 $$;

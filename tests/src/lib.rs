@@ -91,13 +91,14 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    /// A worker with this id and concurrency, a 2 s lease and a 400 ms heartbeat.
+    /// A worker with this id and concurrency, a 5 s lease and a 1 s heartbeat (long enough that
+    /// a loaded CI machine does not lose leases; the crash test shortens it).
     pub fn new(id: &str, concurrency: usize) -> Self {
         Self {
             id: id.to_owned(),
             concurrency,
-            lease_ms: 2_000,
-            heartbeat_ms: 400,
+            lease_ms: 5_000,
+            heartbeat_ms: 1_000,
             shutdown_grace_ms: 10_000,
         }
     }

@@ -93,6 +93,14 @@ task! {
 }
 
 task! {
+    /// Probe in a queue without limits (claimed with row-level locks, in parallel).
+    pub FreeProbe {
+        id: "free-probe",
+        run: async |ctx: Context, payload: ProbePayload| -> Result<u64> { probe(&ctx, &payload).await }
+    }
+}
+
+task! {
     /// Probe limited to 2 per key and 3 across keys.
     pub TotalProbe {
         id: "total-probe",
@@ -216,6 +224,7 @@ pub fn register_all(builder: kiln::WorkerBuilder) -> kiln::WorkerBuilder {
         .register(KeyedProbe)
         .register(LimitedProbe)
         .register(TotalProbe)
+        .register(FreeProbe)
         .register(Echo)
         .register(Flaky)
         .register(Aborting)

@@ -11,6 +11,15 @@ use kiln_tests::{
 
 const WORKER_EXE: &str = env!("CARGO_BIN_EXE_kiln-test-worker");
 
+/// A worker whose leases last 2 s (heartbeat 400 ms), so a killed worker's runs are rescued soon.
+fn short_lease(id: &str) -> WorkerProcess {
+    WorkerProcess {
+        lease_ms: 2_000,
+        heartbeat_ms: 400,
+        ..WorkerProcess::new(id, 6)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_run_loses_nothing_and_the_limit_still_holds() {
     let db = TestDb::new().await;
@@ -33,10 +42,10 @@ async fn a_worker_killed_mid_run_loses_nothing_and_the_limit_still_holds() {
             .collect();
         client.batch_trigger::<KeyedProbe>(items).await.unwrap();
     }
-    let mut victim = WorkerProcess::new("victim", 6).spawn(WORKER_EXE, &db);
+    let mut victim = short_lease("victim").spawn(WORKER_EXE, &db);
     wait_for_leases(&db.pool, "victim", 4, Duration::from_secs(30)).await;
     let mut survivors: Vec<_> = (1..=2)
-        .map(|i| WorkerProcess::new(&format!("survivor-{i}"), 6).spawn(WORKER_EXE, &db))
+        .map(|i| short_lease(&format!("survivor-{i}")).spawn(WORKER_EXE, &db))
         .collect();
     wait_until("some runs completed", Duration::from_secs(30), || async {
         count_status(&db.pool, "completed").await >= 20
