@@ -373,56 +373,39 @@ BEGIN
         keys := ARRAY(SELECT w.concurrency_key FROM kiln.waiting_keys(q.name) w);
         CONTINUE WHEN cardinality(keys) = 0;
 
-        IF unlimited THEN
-            -- No limit to keep: lock runs one by one (SKIP LOCKED), so that parallel claimers of
-            -- this queue take disjoint runs. Each key's share is capped near queue_free / keys, so
-            -- few rows are locked only to be left.
-            per_key_cap := ceil(queue_free::numeric / cardinality(keys))::int;
-            SELECT array_agg(c.run_id) INTO picked FROM (
-                SELECT r.run_id
-                  FROM (SELECT w.concurrency_key, served.last_served_at
-                          FROM unnest(keys) AS w(concurrency_key)
-                          LEFT JOIN kiln.queue_keys served
-                                 ON served.queue = q.name AND served.concurrency_key = w.concurrency_key) k
-                 CROSS JOIN LATERAL (
-                       SELECT h.run_id, h.order_at, row_number() OVER (ORDER BY h.order_at) AS rank
-                         FROM (SELECT rd.run_id, rd.order_at
-                                 FROM kiln.ready rd
-                                WHERE rd.queue = q.name AND rd.concurrency_key = k.concurrency_key
-                                  AND rd.available_at <= p_now AND rd.task_id = ANY(p_task_ids)
-                                  AND (rd.expires_at IS NULL OR rd.expires_at > p_now)
-                                ORDER BY rd.order_at
-                                LIMIT per_key_cap
-                                  FOR UPDATE SKIP LOCKED) h) r
-                 ORDER BY r.rank, k.last_served_at NULLS FIRST, r.order_at
-                 LIMIT queue_free) c;
-        ELSE
-            SELECT array_agg(c.run_id) INTO picked FROM (
-                SELECT r.run_id
-                  FROM (SELECT w.concurrency_key, served.last_served_at,
-                               CASE WHEN q.per_key_limit IS NULL THEN queue_free
-                                    ELSE least(queue_free, q.per_key_limit - coalesce(running.n, 0))::int
-                               END AS free
-                          FROM unnest(keys) AS w(concurrency_key)
-                          LEFT JOIN kiln.queue_keys served
-                                 ON served.queue = q.name AND served.concurrency_key = w.concurrency_key
-                          LEFT JOIN (SELECT l.concurrency_key, count(*) AS n FROM kiln.leases l
-                                      WHERE l.queue = q.name GROUP BY l.concurrency_key) running
-                                 ON running.concurrency_key = w.concurrency_key) k
-                 CROSS JOIN LATERAL (
-                       -- Rank after the limit, so a key's backlog is read only as far as it can be served.
-                       SELECT h.run_id, h.order_at, row_number() OVER (ORDER BY h.order_at) AS rank
-                         FROM (SELECT rd.run_id, rd.order_at
-                                 FROM kiln.ready rd
-                                WHERE rd.queue = q.name AND rd.concurrency_key = k.concurrency_key
-                                  AND rd.available_at <= p_now AND rd.task_id = ANY(p_task_ids)
-                                  AND (rd.expires_at IS NULL OR rd.expires_at > p_now)
-                                ORDER BY rd.order_at
-                                LIMIT greatest(k.free, 0)) h) r
-                 WHERE k.free > 0
-                 ORDER BY r.rank, k.last_served_at NULLS FIRST, r.order_at
-                 LIMIT queue_free) c;
-        END IF;
+        -- Each key's share: without a limit, queue_free / keys rounded up (so few rows are locked
+        -- only to be left); with one, what the key's limit leaves free. Rows are locked with SKIP
+        -- LOCKED, so parallel claimers of a queue without limits take disjoint runs (a limited
+        -- queue's claimers are already serialized by the lock above).
+        per_key_cap := CASE WHEN unlimited THEN ceil(queue_free::numeric / cardinality(keys))::int
+                            ELSE queue_free END;
+        SELECT array_agg(c.run_id) INTO picked FROM (
+            SELECT r.run_id
+              FROM (SELECT w.concurrency_key, served.last_served_at,
+                           CASE WHEN q.per_key_limit IS NULL THEN per_key_cap
+                                ELSE least(per_key_cap, q.per_key_limit - coalesce(running.n, 0))::int
+                           END AS free
+                      FROM unnest(keys) AS w(concurrency_key)
+                      LEFT JOIN kiln.queue_keys served
+                             ON served.queue = q.name AND served.concurrency_key = w.concurrency_key
+                      LEFT JOIN (SELECT l.concurrency_key, count(*) AS n FROM kiln.leases l
+                                  WHERE q.per_key_limit IS NOT NULL AND l.queue = q.name
+                                  GROUP BY l.concurrency_key) running
+                             ON running.concurrency_key = w.concurrency_key) k
+             CROSS JOIN LATERAL (
+                   -- Rank after the limit, so a key's backlog is read only as far as it can be served.
+                   SELECT h.run_id, h.order_at, row_number() OVER (ORDER BY h.order_at) AS rank
+                     FROM (SELECT rd.run_id, rd.order_at
+                             FROM kiln.ready rd
+                            WHERE rd.queue = q.name AND rd.concurrency_key = k.concurrency_key
+                              AND rd.available_at <= p_now AND rd.task_id = ANY(p_task_ids)
+                              AND (rd.expires_at IS NULL OR rd.expires_at > p_now)
+                            ORDER BY rd.order_at
+                            LIMIT greatest(k.free, 0)
+                              FOR UPDATE SKIP LOCKED) h) r
+             WHERE k.free > 0
+             ORDER BY r.rank, k.last_served_at NULLS FIRST, r.order_at
+             LIMIT queue_free) c;
         IF picked IS NULL THEN
             IF unlimited THEN
                 -- Every waiting run was locked by another claimer: say so, so the worker retries.

@@ -278,3 +278,15 @@ pub async fn probe_event_count(pool: &PgPool, id: uuid::Uuid, event: &str) -> i6
         .await
         .expect("count probe events")
 }
+
+/// A fresh database with every test task registered (a worker started and stopped), and a client
+/// on it: runs triggered now wait until the test starts a worker.
+pub async fn registered() -> (TestDb, kiln::Client) {
+    let db = TestDb::new().await;
+    InProcessWorker::start(&db, "registrar", 1)
+        .await
+        .stop()
+        .await;
+    let client = kiln::Client::new(db.pool.clone());
+    (db, client)
+}

@@ -7,7 +7,7 @@ use kiln::{
     BatchItem, CancelOutcome, Client, ClientError, ErrorKind, RunFilter, RunStatus, TriggerOptions,
 };
 use kiln_tests::tasks::*;
-use kiln_tests::{count_status, wait_for_status, InProcessWorker, TestDb};
+use kiln_tests::{count_status, registered, wait_for_status, InProcessWorker, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_trigger_completes_with_a_structured_output_and_one_attempt() {
@@ -126,13 +126,7 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_queued_and_expired_runs_follow_their_clock() {
-    let db = TestDb::new().await;
-    let client = Client::new(db.pool.clone());
-    // Register the tasks, then stop, so runs wait.
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (db, client) = registered().await;
 
     let delayed = client
         .trigger::<Echo>(
@@ -190,12 +184,7 @@ async fn delayed_queued_and_expired_runs_follow_their_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_dedupe_until_the_run_fails_or_the_key_expires() {
-    let db = TestDb::new().await;
-    let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (db, client) = registered().await;
 
     let opts = || TriggerOptions::new().idempotency_key("sync-ws_1-2026-11-21");
     let first = client
@@ -295,12 +284,7 @@ async fn unregistered_tasks_are_refused_unless_the_caller_opts_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_insert_in_order_in_one_statement_and_trigger_tx_follows_the_transaction() {
-    let db = TestDb::new().await;
-    let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (db, client) = registered().await;
 
     let items: Vec<_> = (0..1_000)
         .map(|i| {
@@ -371,12 +355,7 @@ async fn batches_insert_in_order_in_one_statement_and_trigger_tx_follows_the_tra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_queues_hold_their_runs_until_resumed_and_priority_gives_a_head_start() {
-    let db = TestDb::new().await;
-    let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (db, client) = registered().await;
     client.queues().pause("echo").await.unwrap();
     let plain = client
         .trigger::<Echo>(
@@ -421,12 +400,7 @@ async fn paused_queues_hold_their_runs_until_resumed_and_priority_gives_a_head_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_list_filters_and_pages_and_replay_makes_a_new_run() {
-    let db = TestDb::new().await;
-    let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (_db, client) = registered().await;
     for i in 0..7 {
         let opts = TriggerOptions::new()
             .concurrency_key(if i % 2 == 0 { "even" } else { "odd" })
@@ -518,12 +492,7 @@ async fn runs_list_filters_and_pages_and_replay_makes_a_new_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cleaner_deletes_finished_runs_past_retention_and_keeps_the_rest() {
-    let db = TestDb::new().await;
-    let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (db, client) = registered().await;
     let waiting = client
         .trigger::<Echo>(
             WorkspacePayload { ws_id: "w".into() },
@@ -580,12 +549,7 @@ async fn the_cleaner_deletes_finished_runs_past_retention_and_keeps_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reschedule_moves_a_waiting_run_and_refuses_a_finished_one() {
-    let db = TestDb::new().await;
-    let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (db, client) = registered().await;
     let later = client
         .trigger::<Echo>(
             WorkspacePayload {

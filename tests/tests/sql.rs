@@ -1,7 +1,7 @@
 //! The SQL interface for apps in other languages: `kiln.trigger(task_id, payload, options)`.
 
-use kiln::{Client, RunStatus};
-use kiln_tests::{wait_for_status, InProcessWorker, TestDb};
+use kiln::RunStatus;
+use kiln_tests::{registered, wait_for_status, InProcessWorker, TestDb};
 use uuid::Uuid;
 
 async fn trigger(db: &TestDb, task: &str, payload: &str, options: &str) -> Result<Uuid, String> {
@@ -26,12 +26,7 @@ async fn trigger(db: &TestDb, task: &str, payload: &str, options: &str) -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_callers_trigger_with_the_documented_options_and_workers_run_them() {
-    let db = TestDb::new().await;
-    let client = Client::new(db.pool.clone());
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (db, client) = registered().await;
 
     let id = trigger(
         &db,
@@ -105,11 +100,7 @@ async fn sql_callers_trigger_with_the_documented_options_and_workers_run_them() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_callers_get_errors_that_name_the_problem_and_store_nothing() {
-    let db = TestDb::new().await;
-    InProcessWorker::start(&db, "registrar", 1)
-        .await
-        .stop()
-        .await;
+    let (db, _client) = registered().await;
     let cases = [
         ("shedule-task", "{}", r#"{}"#, "KL404", "not registered"),
         (
