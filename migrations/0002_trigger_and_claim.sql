@@ -441,9 +441,12 @@ BEGIN
         served AS (
             -- Fairness bookkeeping matters only between keys; a queue with one waiting key skips
             -- it, so that parallel claimers of an unkeyed queue never wait on a shared row.
+            -- In key order, so that parallel claimers take these row locks in the same order and
+            -- cannot deadlock.
             INSERT INTO kiln.queue_keys AS k (queue, concurrency_key, last_served_at)
             SELECT DISTINCT q.name, s.lease_key, p_now FROM started s
              WHERE cardinality(keys) > 1 OR NOT unlimited
+             ORDER BY 2
             ON CONFLICT ON CONSTRAINT queue_keys_pkey DO UPDATE SET last_served_at = excluded.last_served_at
         )
         SELECT s.id, s.task_id, s.queue, s.concurrency_key, s.attempts, s.counted, s.max_attempts,
