@@ -1,5 +1,7 @@
 //! The completer: records attempt outcomes in batches, one statement per batch, and retries a
-//! batch until the database takes it (an outcome is never dropped while the worker lives).
+//! batch until the database takes it (an outcome is never dropped while the worker lives). A run
+//! stays in flight (its lease extended by the heartbeat) until its outcome is recorded, so a slow
+//! database cannot make a finished run look abandoned.
 
 use std::time::Duration;
 
@@ -8,12 +10,14 @@ use kiln_store::Pool;
 use tokio::sync::mpsc;
 
 use crate::config::MAX_ERROR_BACKOFF;
+use crate::inflight::InFlightRuns;
 
 /// Records outcomes received on `outcomes` until the channel closes and is drained.
 pub(crate) async fn run_completer(
     pool: Pool,
     mut outcomes: mpsc::UnboundedReceiver<AttemptEnd>,
     batch_max: usize,
+    inflight: InFlightRuns,
 ) {
     let mut batch = Vec::with_capacity(batch_max);
     while let Some(first) = outcomes.recv().await {
@@ -27,7 +31,12 @@ pub(crate) async fn run_completer(
         let mut backoff = Duration::from_millis(50);
         loop {
             match lease_complete_many(&pool, &batch, false, None).await {
-                Ok(_) => break,
+                Ok(_) => {
+                    for end in &batch {
+                        inflight.remove_attempt(end.run_id, end.attempt);
+                    }
+                    break;
+                }
                 Err(error) => {
                     tracing::warn!(%error, runs = batch.len(), "recording finished attempts failed; retrying");
                     tokio::time::sleep(backoff).await;

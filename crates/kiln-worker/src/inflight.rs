@@ -1,7 +1,7 @@
 //! The runs this process executes now: their cancellation tokens and why a token fired.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiln_core::CancellationToken;
@@ -36,6 +36,8 @@ pub(crate) struct InFlight {
     pub(crate) attempt: u32,
     pub(crate) token: CancellationToken,
     reason: AtomicU8,
+    /// The body has ended; its outcome waits for the completer.
+    finished: AtomicBool,
 }
 
 impl InFlight {
@@ -44,6 +46,7 @@ impl InFlight {
             attempt,
             token: CancellationToken::new(),
             reason: AtomicU8::new(0),
+            finished: AtomicBool::new(false),
         }
     }
 
@@ -53,6 +56,16 @@ impl InFlight {
             .reason
             .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
         self.token.cancel();
+    }
+
+    /// Records that the body ended (its outcome is on its way to the completer).
+    pub(crate) fn mark_finished(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+
+    /// True once the body ended.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 
     pub(crate) fn reason(&self) -> StopReason {
@@ -76,8 +89,13 @@ impl InFlightRuns {
         entry
     }
 
-    pub(crate) fn remove(&self, run_id: Uuid) {
-        self.runs.lock().expect("in-flight map").remove(&run_id);
+    /// Forgets a run once its outcome is recorded, unless the entry is a newer attempt (a retry
+    /// this worker already claimed again).
+    pub(crate) fn remove_attempt(&self, run_id: Uuid, attempt: u32) {
+        let mut runs = self.runs.lock().expect("in-flight map");
+        if runs.get(&run_id).is_some_and(|run| run.attempt == attempt) {
+            runs.remove(&run_id);
+        }
     }
 
     pub(crate) fn get(&self, run_id: Uuid) -> Option<Arc<InFlight>> {

@@ -214,6 +214,7 @@ impl Worker {
             inner.pool.clone(),
             outcomes_rx,
             config.completion_batch,
+            inflight.clone(),
         ));
         let listener = tokio::spawn(listen(
             inner.pool.clone(),
@@ -292,19 +293,19 @@ impl Worker {
                         let span = run_span(&run);
                         let registry = inner.registry.clone();
                         let outcomes = outcomes_tx.clone();
-                        let inflight = inflight.clone();
                         let slot_freed = Arc::clone(&slot_freed);
                         let cancel_grace = config.cancel_grace;
                         bodies.spawn(
                             async move {
-                                let run_id = run.run_id;
                                 tracing::debug!("attempt started");
-                                let end = execute(&registry, run, flight, cancel_grace).await;
+                                let end =
+                                    execute(&registry, run, Arc::clone(&flight), cancel_grace).await;
+                                flight.mark_finished();
                                 tracing::debug!(outcome = end.outcome.as_str(), retry = end.retry_at.is_some(), "attempt ended");
                                 if let Some(error) = &end.error {
                                     tracing::warn!(kind = ?error.kind, error = %error.message, retry = end.retry_at.is_some(), "attempt failed");
                                 }
-                                inflight.remove(run_id);
+                                // The completer forgets the run once the outcome is recorded.
                                 let _ = outcomes.send(end);
                                 drop(permit);
                                 slot_freed.notify_one();
@@ -473,9 +474,13 @@ async fn heartbeat(
                         }
                     }
                 }
-                for (run_id, _) in held {
+                for (run_id, attempt) in held {
                     if !acks.iter().any(|a| a.run_id == run_id) {
-                        if let Some(run) = inflight.get(run_id) {
+                        // A finished body's lease is gone because its outcome was just recorded.
+                        if let Some(run) = inflight
+                            .get(run_id)
+                            .filter(|run| run.attempt == attempt && !run.is_finished())
+                        {
                             tracing::warn!(%run_id, "lease lost (rescued after a stall); stopping the attempt");
                             run.stop(StopReason::LeaseLost);
                         }
