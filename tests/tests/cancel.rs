@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kiln::{CancelOutcome, Client, ErrorKind, RunStatus, TriggerOptions};
+use kiln::{CancelOutcome, Client, ErrorKind, RunStatus};
 use kiln_tests::tasks::*;
 use kiln_tests::{probe_event_count, wait_for_status, wait_until, InProcessWorker, TestDb};
 
@@ -16,13 +16,10 @@ async fn max_duration_times_the_run_out_and_cancel_fires_the_token_of_an_executi
     let client = Client::new(db.pool.clone());
 
     let overrun = client
-        .trigger::<Overrunning>(
-            ProbePayload {
-                sleep_ms: 60_000,
-                fail_first: false,
-            },
-            TriggerOptions::new(),
-        )
+        .trigger::<Overrunning>(ProbePayload {
+            sleep_ms: 60_000,
+            fail_first: false,
+        })
         .await
         .unwrap();
     let run = wait_for_status(&client, overrun.id, RunStatus::TimedOut).await;
@@ -35,13 +32,10 @@ async fn max_duration_times_the_run_out_and_cancel_fires_the_token_of_an_executi
     );
 
     let patient = client
-        .trigger::<Patient>(
-            ProbePayload {
-                sleep_ms: 60_000,
-                fail_first: false,
-            },
-            TriggerOptions::new(),
-        )
+        .trigger::<Patient>(ProbePayload {
+            sleep_ms: 60_000,
+            fail_first: false,
+        })
         .await
         .unwrap();
     wait_for_status(&client, patient.id, RunStatus::Executing).await;

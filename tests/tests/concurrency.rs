@@ -79,13 +79,11 @@ async fn concurrency_limits_hold_across_three_processes_and_a_late_key_is_served
     })
     .await;
     let late = client
-        .trigger::<KeyedProbe>(
-            ProbePayload {
-                sleep_ms: 2,
-                fail_first: false,
-            },
-            TriggerOptions::new().concurrency_key("late"),
-        )
+        .trigger::<KeyedProbe>(ProbePayload {
+            sleep_ms: 2,
+            fail_first: false,
+        })
+        .concurrency_key("late")
         .await
         .unwrap();
 

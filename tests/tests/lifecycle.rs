@@ -15,12 +15,10 @@ async fn typed_trigger_completes_with_a_structured_output_and_one_attempt() {
     let worker = InProcessWorker::start(&db, "w1", 4).await;
     let client = Client::new(db.pool.clone());
     let handle = client
-        .trigger::<Echo>(
-            WorkspacePayload {
-                ws_id: "ws_1".into(),
-            },
-            TriggerOptions::new().tag("calendar"),
-        )
+        .trigger::<Echo>(WorkspacePayload {
+            ws_id: "ws_1".into(),
+        })
+        .tag("calendar")
         .await
         .unwrap();
     assert!(!handle.is_cached);
@@ -44,11 +42,11 @@ async fn ordinary_errors_retry_with_backoff_then_succeed_or_fail_with_every_atte
     let worker = InProcessWorker::start(&db, "w1", 4).await;
     let client = Client::new(db.pool.clone());
     let recovers = client
-        .trigger::<Flaky>(FlakyPayload { succeed_on: 3 }, TriggerOptions::new())
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 3 })
         .await
         .unwrap();
     let never = client
-        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, TriggerOptions::new())
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 })
         .await
         .unwrap();
 
@@ -77,10 +75,7 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
     let worker = InProcessWorker::start(&db, "w1", 4).await;
     let client = Client::new(db.pool.clone());
 
-    let aborted = client
-        .trigger::<Aborting>((), TriggerOptions::new())
-        .await
-        .unwrap();
+    let aborted = client.trigger::<Aborting>(()).await.unwrap();
     let run = wait_for_status(&client, aborted.id, RunStatus::Failed).await;
     assert_eq!(
         run.attempts, 1,
@@ -89,11 +84,7 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
     assert_eq!(run.error.unwrap().kind, ErrorKind::Abort);
 
     let bad = client
-        .trigger_by_id(
-            "echo",
-            serde_json::json!({"ws_id": 42}),
-            TriggerOptions::new(),
-        )
+        .trigger_by_id("echo", serde_json::json!({"ws_id": 42}))
         .await
         .unwrap();
     let run = wait_for_status(&client, bad.id, RunStatus::Failed).await;
@@ -108,10 +99,7 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
         error.message
     );
 
-    let panicked = client
-        .trigger::<Panicking>((), TriggerOptions::new())
-        .await
-        .unwrap();
+    let panicked = client.trigger::<Panicking>(()).await.unwrap();
     let run = wait_for_status(&client, panicked.id, RunStatus::Failed).await;
     assert_eq!(run.attempts, 2, "a panic is retried like an ordinary error");
     let error = run.error.unwrap();
@@ -129,26 +117,18 @@ async fn delayed_queued_and_expired_runs_follow_their_clock() {
     let (db, client) = registered().await;
 
     let delayed = client
-        .trigger::<Echo>(
-            WorkspacePayload { ws_id: "d".into() },
-            TriggerOptions::new().delay(Duration::from_millis(800)),
-        )
+        .trigger::<Echo>(WorkspacePayload { ws_id: "d".into() })
+        .delay(Duration::from_millis(800))
         .await
         .unwrap();
     let expiring = client
-        .trigger::<Echo>(
-            WorkspacePayload { ws_id: "e".into() },
-            TriggerOptions::new()
-                .ttl(Duration::from_millis(300))
-                .queue("parked"),
-        )
+        .trigger::<Echo>(WorkspacePayload { ws_id: "e".into() })
+        .ttl(Duration::from_millis(300))
+        .queue("parked")
         .await
         .unwrap();
     let canceled = client
-        .trigger::<Echo>(
-            WorkspacePayload { ws_id: "c".into() },
-            TriggerOptions::new(),
-        )
+        .trigger::<Echo>(WorkspacePayload { ws_id: "c".into() })
         .await
         .unwrap();
     assert_eq!(
@@ -188,21 +168,21 @@ async fn idempotency_keys_dedupe_until_the_run_fails_or_the_key_expires() {
 
     let opts = || TriggerOptions::new().idempotency_key("sync-ws_1-2026-11-21");
     let first = client
-        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, opts())
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 })
+        .options(opts())
         .await
         .unwrap();
     let second = client
-        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 }, opts())
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 0 })
+        .options(opts())
         .await
         .unwrap();
     assert!(!first.is_cached);
     assert_eq!((second.id, second.is_cached), (first.id, true));
     // The same key on another task is another key.
     let other = client
-        .trigger::<Echo>(
-            WorkspacePayload { ws_id: "x".into() },
-            TriggerOptions::new().idempotency_key("sync-ws_1-2026-11-21"),
-        )
+        .trigger::<Echo>(WorkspacePayload { ws_id: "x".into() })
+        .idempotency_key("sync-ws_1-2026-11-21")
         .await
         .unwrap();
     assert!(!other.is_cached);
@@ -211,14 +191,16 @@ async fn idempotency_keys_dedupe_until_the_run_fails_or_the_key_expires() {
     let worker = InProcessWorker::start(&db, "w1", 4).await;
     wait_for_status(&client, first.id, RunStatus::Failed).await;
     let third = client
-        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, opts())
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 })
+        .options(opts())
         .await
         .unwrap();
     assert!(!third.is_cached && third.id != first.id);
     wait_for_status(&client, third.id, RunStatus::Completed).await;
     // A completed run keeps it.
     let fourth = client
-        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, opts())
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 })
+        .options(opts())
         .await
         .unwrap();
     assert_eq!((fourth.id, fourth.is_cached), (third.id, true));
@@ -229,12 +211,14 @@ async fn idempotency_keys_dedupe_until_the_run_fails_or_the_key_expires() {
             .idempotency_key_ttl(Duration::from_millis(200))
     };
     let a = client
-        .trigger::<Echo>(WorkspacePayload { ws_id: "a".into() }, short())
+        .trigger::<Echo>(WorkspacePayload { ws_id: "a".into() })
+        .options(short())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // the ttl itself is what is tested
     let b = client
-        .trigger::<Echo>(WorkspacePayload { ws_id: "a".into() }, short())
+        .trigger::<Echo>(WorkspacePayload { ws_id: "a".into() })
+        .options(short())
         .await
         .unwrap();
     assert!(!b.is_cached && b.id != a.id);
@@ -246,7 +230,7 @@ async fn unregistered_tasks_are_refused_unless_the_caller_opts_in() {
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
     let err = client
-        .trigger_by_id("shedule-task", serde_json::json!({}), TriggerOptions::new())
+        .trigger_by_id("shedule-task", serde_json::json!({}))
         .await
         .unwrap_err();
     assert!(
@@ -255,19 +239,13 @@ async fn unregistered_tasks_are_refused_unless_the_caller_opts_in() {
     );
     assert!(err.to_string().contains("allow_unregistered"), "{err}");
     let err = client
-        .trigger::<Echo>(
-            WorkspacePayload { ws_id: "x".into() },
-            TriggerOptions::new(),
-        )
+        .trigger::<Echo>(WorkspacePayload { ws_id: "x".into() })
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::UnregisteredTask { .. }));
     let handle = client
-        .trigger_by_id(
-            "shedule-task",
-            serde_json::json!({}),
-            TriggerOptions::new().allow_unregistered(),
-        )
+        .trigger_by_id("shedule-task", serde_json::json!({}))
+        .allow_unregistered()
         .await
         .unwrap();
     let run = client.runs().retrieve(handle.id).await.unwrap();
@@ -312,24 +290,18 @@ async fn batches_insert_in_order_in_one_statement_and_trigger_tx_follows_the_tra
     let err = client.batch_trigger::<Echo>(too_many).await.unwrap_err();
     assert!(err.to_string().contains("at most 1000"), "{err}");
     let err = client
-        .trigger::<Echo>(
-            WorkspacePayload { ws_id: "x".into() },
-            TriggerOptions {
-                tags: (0..11).map(|i| i.to_string()).collect(),
-                ..Default::default()
-            },
-        )
+        .trigger::<Echo>(WorkspacePayload { ws_id: "x".into() })
+        .options(TriggerOptions {
+            tags: (0..11).map(|i| i.to_string()).collect(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert!(err.to_string().contains("at most 10 tags"), "{err}");
 
     let mut tx = db.pool.begin().await.unwrap();
     let rolled_back = client
-        .trigger_tx::<Echo>(
-            &mut tx,
-            WorkspacePayload { ws_id: "rb".into() },
-            TriggerOptions::new(),
-        )
+        .trigger_tx::<Echo>(&mut tx, WorkspacePayload { ws_id: "rb".into() })
         .await
         .unwrap();
     tx.rollback().await.unwrap();
@@ -339,11 +311,7 @@ async fn batches_insert_in_order_in_one_statement_and_trigger_tx_follows_the_tra
     ));
     let mut tx = db.pool.begin().await.unwrap();
     let committed = client
-        .trigger_tx::<Echo>(
-            &mut tx,
-            WorkspacePayload { ws_id: "ok".into() },
-            TriggerOptions::new(),
-        )
+        .trigger_tx::<Echo>(&mut tx, WorkspacePayload { ws_id: "ok".into() })
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -358,21 +326,16 @@ async fn paused_queues_hold_their_runs_until_resumed_and_priority_gives_a_head_s
     let (db, client) = registered().await;
     client.queues().pause("echo").await.unwrap();
     let plain = client
-        .trigger::<Echo>(
-            WorkspacePayload {
-                ws_id: "plain".into(),
-            },
-            TriggerOptions::new(),
-        )
+        .trigger::<Echo>(WorkspacePayload {
+            ws_id: "plain".into(),
+        })
         .await
         .unwrap();
     let urgent = client
-        .trigger::<Echo>(
-            WorkspacePayload {
-                ws_id: "urgent".into(),
-            },
-            TriggerOptions::new().priority(Duration::from_secs(60)),
-        )
+        .trigger::<Echo>(WorkspacePayload {
+            ws_id: "urgent".into(),
+        })
+        .priority(Duration::from_secs(60))
         .await
         .unwrap();
 
@@ -406,17 +369,15 @@ async fn runs_list_filters_and_pages_and_replay_makes_a_new_run() {
             .concurrency_key(if i % 2 == 0 { "even" } else { "odd" })
             .tag(format!("n{i}"));
         client
-            .trigger::<Echo>(
-                WorkspacePayload {
-                    ws_id: i.to_string(),
-                },
-                opts,
-            )
+            .trigger::<Echo>(WorkspacePayload {
+                ws_id: i.to_string(),
+            })
+            .options(opts)
             .await
             .unwrap();
     }
     client
-        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 }, TriggerOptions::new())
+        .trigger::<Flaky>(FlakyPayload { succeed_on: 1 })
         .await
         .unwrap();
 
@@ -494,10 +455,8 @@ async fn runs_list_filters_and_pages_and_replay_makes_a_new_run() {
 async fn the_cleaner_deletes_finished_runs_past_retention_and_keeps_the_rest() {
     let (db, client) = registered().await;
     let waiting = client
-        .trigger::<Echo>(
-            WorkspacePayload { ws_id: "w".into() },
-            TriggerOptions::new().queue("parked"),
-        )
+        .trigger::<Echo>(WorkspacePayload { ws_id: "w".into() })
+        .queue("parked")
         .await
         .unwrap();
     client.queues().pause("parked").await.unwrap();
@@ -551,21 +510,16 @@ async fn the_cleaner_deletes_finished_runs_past_retention_and_keeps_the_rest() {
 async fn reschedule_moves_a_waiting_run_and_refuses_a_finished_one() {
     let (db, client) = registered().await;
     let later = client
-        .trigger::<Echo>(
-            WorkspacePayload {
-                ws_id: "later".into(),
-            },
-            TriggerOptions::new().delay(Duration::from_secs(3600)),
-        )
+        .trigger::<Echo>(WorkspacePayload {
+            ws_id: "later".into(),
+        })
+        .delay(Duration::from_secs(3600))
         .await
         .unwrap();
     let soon = client
-        .trigger::<Echo>(
-            WorkspacePayload {
-                ws_id: "soon".into(),
-            },
-            TriggerOptions::new(),
-        )
+        .trigger::<Echo>(WorkspacePayload {
+            ws_id: "soon".into(),
+        })
         .await
         .unwrap();
     let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use kiln::{Client, RunStatus, TriggerOptions};
+use kiln::{Client, RunStatus};
 use kiln_tests::tasks::*;
 use kiln_tests::{count_status, send_sigterm, wait_for_leases, wait_until, TestDb, WorkerProcess};
 
@@ -13,36 +13,30 @@ async fn sigterm_lets_short_runs_finish_and_hands_long_runs_back_without_using_a
     let db = TestDb::new().await;
     let client = Client::new(db.pool.clone());
     let short = client
-        .trigger::<LimitedProbe>(
-            ProbePayload {
-                sleep_ms: 300,
-                fail_first: false,
-            },
-            TriggerOptions::new().allow_unregistered(),
-        )
+        .trigger::<LimitedProbe>(ProbePayload {
+            sleep_ms: 300,
+            fail_first: false,
+        })
+        .allow_unregistered()
         .await
         .unwrap();
     let long = client
-        .trigger::<Overrunning>(
-            ProbePayload {
-                sleep_ms: 200,
-                fail_first: false,
-            },
-            TriggerOptions::new()
-                .allow_unregistered()
-                .max_attempts(1)
-                .max_duration(Duration::from_secs(60)),
-        )
+        .trigger::<Overrunning>(ProbePayload {
+            sleep_ms: 200,
+            fail_first: false,
+        })
+        .allow_unregistered()
+        .max_attempts(1)
+        .max_duration(Duration::from_secs(60))
         .await
         .unwrap();
     let long2 = client
-        .trigger::<KeyedProbe>(
-            ProbePayload {
-                sleep_ms: 30_000,
-                fail_first: false,
-            },
-            TriggerOptions::new().allow_unregistered().max_attempts(1),
-        )
+        .trigger::<KeyedProbe>(ProbePayload {
+            sleep_ms: 30_000,
+            fail_first: false,
+        })
+        .allow_unregistered()
+        .max_attempts(1)
         .await
         .unwrap();
 

@@ -227,7 +227,7 @@ async fn latency(args: LatencyArgs) -> CliResult {
     let mut samples = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
         client
-            .trigger::<BenchPing>(PingPayload { t: now_micros() }, TriggerOptions::new())
+            .trigger::<BenchPing>(PingPayload { t: now_micros() })
             .await?;
         let ms = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await

@@ -566,7 +566,8 @@ pub(crate) async fn trigger(args: TriggerArgs) -> CliResult {
         ..TriggerOptions::default()
     };
     let handle = client
-        .trigger_by_id(&args.task, args.payload, options)
+        .trigger_by_id(&args.task, args.payload)
+        .options(options)
         .await
         .map_err(|e| match e {
             kiln::ClientError::UnregisteredTask { .. } => Failure::not_found(e),

@@ -4,11 +4,11 @@
 //!
 //! ```no_run
 //! # async fn demo(pool: sqlx::PgPool) -> Result<(), kiln_client::ClientError> {
-//! use kiln_client::{Client, TriggerOptions};
+//! use kiln_client::Client;
 //! let client = Client::new(pool);
 //! let handle = client
-//!     .trigger_by_id("schedule-task", serde_json::json!({"ws_id": "w1"}),
-//!                    TriggerOptions::new().concurrency_key("w1"))
+//!     .trigger_by_id("schedule-task", serde_json::json!({"ws_id": "w1"}))
+//!     .concurrency_key("w1")
 //!     .await?;
 //! let run = client.runs().retrieve(handle.id).await?;
 //! # Ok(()) }
@@ -19,6 +19,7 @@
 mod error;
 mod queues;
 mod runs;
+mod trigger;
 
 use kiln_core::{Task, TriggerOptions as Options, MAX_BATCH_SIZE};
 use kiln_store::run::{run_insert_many, InsertedRun, RunSpec};
@@ -31,6 +32,8 @@ pub use kiln_store::queue::QueueRow;
 pub use kiln_store::run::{CancelOutcome, RunFilter, RunPage};
 pub use queues::Queues;
 pub use runs::Runs;
+use trigger::Target;
+pub use trigger::Trigger;
 
 /// A handle on a triggered run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -106,26 +109,30 @@ impl Client {
         &self.pool
     }
 
-    /// Triggers one run of `T`, type-checked against its payload type.
-    pub async fn trigger<T: Task>(
-        &self,
-        payload: T::Payload,
-        options: Options,
-    ) -> Result<RunHandle, ClientError> {
-        let spec = typed_spec::<T>(&payload, options)?;
-        Ok(insert_typed::<T>(&self.pool, vec![spec]).await?.remove(0))
+    /// Triggers one run of `T`, type-checked against its payload type. Set options on the returned
+    /// [`Trigger`], then await it: `client.trigger::<T>(payload).concurrency_key("ws_1").await`.
+    pub fn trigger<T: Task>(&self, payload: T::Payload) -> Trigger<'_> {
+        Trigger::new(
+            Target::Pool(&self.pool),
+            T::ID.to_owned(),
+            Some(&T::DEFINITION),
+            typed_payload::<T>(&payload),
+        )
     }
 
     /// Triggers one run of `T` inside the caller's transaction: the run exists if and only if the
-    /// transaction commits.
-    pub async fn trigger_tx<T: Task>(
+    /// transaction commits. `client.trigger_tx::<T>(&mut tx, payload).await`.
+    pub fn trigger_tx<'c, T: Task>(
         &self,
-        tx: &mut PgConnection,
+        tx: &'c mut PgConnection,
         payload: T::Payload,
-        options: Options,
-    ) -> Result<RunHandle, ClientError> {
-        let spec = typed_spec::<T>(&payload, options)?;
-        Ok(insert_typed::<T>(tx, vec![spec]).await?.remove(0))
+    ) -> Trigger<'c> {
+        Trigger::new(
+            Target::Connection(tx),
+            T::ID.to_owned(),
+            Some(&T::DEFINITION),
+            typed_payload::<T>(&payload),
+        )
     }
 
     /// Triggers up to 1,000 runs of `T` in one statement. Handles come back in item order.
@@ -146,20 +153,29 @@ impl Client {
     }
 
     /// Triggers one run of a task by id with a JSON payload (untyped callers). The task must have
-    /// been registered by a worker unless `options.allow_unregistered` is set.
-    pub async fn trigger_by_id(
+    /// been registered by a worker unless the trigger is marked `.allow_unregistered()`.
+    pub fn trigger_by_id(&self, task_id: &str, payload: serde_json::Value) -> Trigger<'_> {
+        Trigger::new(
+            Target::Pool(&self.pool),
+            task_id.to_owned(),
+            None,
+            Ok(payload),
+        )
+    }
+
+    /// [`Client::trigger_by_id`] inside the caller's transaction.
+    pub fn trigger_by_id_tx<'c>(
         &self,
+        tx: &'c mut PgConnection,
         task_id: &str,
         payload: serde_json::Value,
-        options: Options,
-    ) -> Result<RunHandle, ClientError> {
-        options
-            .validate()
-            .map_err(|e| ClientError::invalid(task_id, e))?;
-        let allow = options.allow_unregistered;
-        let spec = RunSpec { payload, options };
-        let mut runs = run_insert_many(&self.pool, task_id, None, &[spec], allow).await?;
-        Ok(runs.remove(0).into())
+    ) -> Trigger<'c> {
+        Trigger::new(
+            Target::Connection(tx),
+            task_id.to_owned(),
+            None,
+            Ok(payload),
+        )
     }
 
     /// Triggers up to 1,000 runs of a task by id in one statement.
@@ -218,16 +234,16 @@ async fn insert_typed<'e, T: Task>(
     Ok(runs.into_iter().map(RunHandle::from).collect())
 }
 
+fn typed_payload<T: Task>(payload: &T::Payload) -> Result<serde_json::Value, String> {
+    serde_json::to_value(payload)
+        .map_err(|e| format!("the payload does not serialize to JSON: {e}"))
+}
+
 fn typed_spec<T: Task>(payload: &T::Payload, options: Options) -> Result<RunSpec, ClientError> {
     options
         .validate()
         .map_err(|e| ClientError::invalid(T::ID, e))?;
-    let payload = serde_json::to_value(payload).map_err(|e| {
-        ClientError::invalid(
-            T::ID,
-            format!("the payload does not serialize to JSON: {e}"),
-        )
-    })?;
+    let payload = typed_payload::<T>(payload).map_err(|e| ClientError::invalid(T::ID, e))?;
     Ok(RunSpec { payload, options })
 }
 

@@ -8,7 +8,7 @@
 //! ## Quick start
 //!
 //! ```no_run
-//! use kiln::{task, Client, Context, Result, TriggerOptions, Worker};
+//! use kiln::{task, Client, Context, Result, Worker};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
@@ -35,8 +35,8 @@
 //! // In the app: enqueue and return at once. One workspace never runs two syncs at a time.
 //! let client = Client::connect("postgres://localhost/app").await?;
 //! let run = client
-//!     .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_1".into() },
-//!                              TriggerOptions::new().concurrency_key("ws_1"))
+//!     .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_1".into() })
+//!     .concurrency_key("ws_1")
 //!     .await?;
 //!
 //! // In a worker process (as many as you like, on as many machines):

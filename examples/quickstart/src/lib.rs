@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kiln::{task, BatchItem, Client, ClientError, Context, Error, Result, TriggerOptions};
+use kiln::{task, BatchItem, Client, ClientError, Context, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// A user to welcome.
@@ -99,16 +99,13 @@ pub async fn trigger_some(client: &Client, round: u32) -> std::result::Result<()
     for width in [320, 1280] {
         let user_id = round % 2;
         client
-            .trigger::<ResizeImage>(
-                ResizePayload {
-                    user_id,
-                    image: format!("upload-{round}.png"),
-                    width,
-                },
-                TriggerOptions::new()
-                    .concurrency_key(format!("user-{user_id}"))
-                    .tag("uploads"),
-            )
+            .trigger::<ResizeImage>(ResizePayload {
+                user_id,
+                image: format!("upload-{round}.png"),
+                width,
+            })
+            .concurrency_key(format!("user-{user_id}"))
+            .tag("uploads")
             .await?;
     }
     Ok(())
