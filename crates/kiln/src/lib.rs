@@ -66,7 +66,7 @@
 
 pub use kiln_client::{
     BatchItem, CancelOutcome, Client, ClientError, QueueRow, Queues, RunFilter, RunHandle, RunPage,
-    Runs,
+    Runs, Trigger,
 };
 pub use kiln_core::*;
 #[cfg(feature = "worker")]
