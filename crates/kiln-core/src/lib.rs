@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod context;
+mod cron;
 mod duration;
 mod error;
 mod macros;
@@ -16,6 +17,7 @@ mod status;
 mod task;
 
 pub use context::{Context, RunInfo};
+pub use cron::{parse_timezone, CronError, CronSchedule};
 pub use duration::{parse_duration, DurationError};
 pub use error::{Error, ErrorKind, ErrorRecord, Result, ResultExt};
 pub use options::{Delay, TriggerOptions, DEFAULT_IDEMPOTENCY_KEY_TTL, MAX_BATCH_SIZE, MAX_TAGS};
