@@ -652,3 +652,37 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod shape_tests {
+    use super::CronSchedule;
+    use crate::validate_cron_shape;
+
+    #[test]
+    fn the_const_shape_check_agrees_with_the_parser_on_common_mistakes() {
+        for good in [
+            "* * * * *",
+            "*/5 9-17 * * MON-FRI",
+            "0 0 1 jan,jul *",
+            "@hourly",
+            "30 2 * * 7",
+        ] {
+            assert!(validate_cron_shape(good).is_ok(), "{good}");
+            assert!(CronSchedule::parse(good, None).is_ok(), "{good}");
+        }
+        for bad in [
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "* * * * 8",
+            "* * * *",
+            "0 * * * * *",
+            "*/0 * * * *",
+            "* * * * * ;",
+        ] {
+            assert!(validate_cron_shape(bad).is_err(), "{bad}");
+            assert!(CronSchedule::parse(bad, None).is_err(), "{bad}");
+        }
+    }
+}

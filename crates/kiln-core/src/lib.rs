@@ -27,5 +27,8 @@ pub use retry::{
 };
 pub use run::{Attempt, Run};
 pub use status::{AttemptOutcome, RunStatus, UnknownStatus};
-pub use task::{validate_task_id, QueueDefinition, Task, TaskDefinition, TaskResult};
+pub use task::{
+    validate_cron_shape, validate_task_id, CronDefinition, QueueDefinition, Task, TaskDefinition,
+    TaskResult,
+};
 pub use tokio_util::sync::CancellationToken;

@@ -37,7 +37,9 @@
 ///
 /// Options, in any order before `run`: `id` (required), `description`, `queue: { name,
 /// concurrency_limit, total_limit }`, `retry: { max_attempts, factor, min_timeout, max_timeout,
-/// randomize }`, `max_duration`, `ttl`, `priority` (a head start such as `"30s"`). Durations are
+/// randomize }`, `max_duration`, `ttl`, `priority` (a head start such as `"30s"`), `cron` (a
+/// five-field pattern, `"0 * * * *"`, or `{ pattern: "30 2 * * *", timezone: "Europe/Berlin" }`,
+/// synced to the schedules table when a worker starts). Durations are
 /// strings with units: `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"2d"`.
 #[macro_export]
 macro_rules! task {
@@ -132,6 +134,10 @@ macro_rules! __kiln_task_option {
     ($name:ident, $def:ident, (ttl $v:literal)) => {
         $def.ttl($crate::__kiln_duration!($name, ttl, $v))
     };
+    ($name:ident, $def:ident, (cron $v:literal)) => { $def.cron($v, None) };
+    ($name:ident, $def:ident, (cron { pattern: $p:literal $(, timezone: $tz:literal)? $(,)? })) => {
+        $def.cron($p, $crate::__kiln_optional!($($tz)?))
+    };
     ($name:ident, $def:ident, (priority $v:literal)) => {
         $def.priority($crate::__kiln_duration!($name, priority, $v))
     };
@@ -150,8 +156,20 @@ macro_rules! __kiln_task_option {
             "task `", stringify!($name), "`: unknown option or bad value `", stringify!($key),
             ": ", stringify!($v), "`; options are id, description, queue { name, ",
             "concurrency_limit, total_limit }, retry { max_attempts, factor, min_timeout, ",
-            "max_timeout, randomize }, max_duration, ttl, priority"
+            "max_timeout, randomize }, max_duration, ttl, priority, cron (\"0 * * * *\" or ",
+            "{ pattern: \"30 2 * * *\", timezone: \"Europe/Berlin\" })"
         ))
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kiln_optional {
+    () => {
+        ::core::option::Option::None
+    };
+    ($v:literal) => {
+        ::core::option::Option::Some($v)
     };
 }
 

@@ -72,6 +72,25 @@ pub struct TaskDefinition {
     pub ttl: Option<Duration>,
     /// Head start in the queue order, in whole seconds.
     pub priority: Duration,
+    /// A declarative cron schedule, synced to `kiln.schedules` when a worker starts.
+    pub cron: Option<CronDefinition>,
+}
+
+/// A task's declarative cron schedule: a five-field pattern and an optional IANA timezone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CronDefinition {
+    /// The pattern, e.g. `"0 * * * *"`.
+    pub pattern: &'static str,
+    /// The timezone it is evaluated in; UTC when `None`.
+    pub timezone: Option<&'static str>,
+}
+
+impl CronDefinition {
+    /// Parses the pattern and timezone in full (the `const` check covers the pattern's shape;
+    /// timezone names are checked here, when a worker registers the task).
+    pub fn schedule(&self) -> Result<crate::CronSchedule, crate::CronError> {
+        crate::CronSchedule::parse(self.pattern, self.timezone)
+    }
 }
 
 impl TaskDefinition {
@@ -85,6 +104,7 @@ impl TaskDefinition {
             max_duration: None,
             ttl: None,
             priority: Duration::ZERO,
+            cron: None,
         }
     }
 
@@ -121,6 +141,12 @@ impl TaskDefinition {
     /// Sets the time-to-live of a run that has not started.
     pub const fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the declarative cron schedule.
+    pub const fn cron(mut self, pattern: &'static str, timezone: Option<&'static str>) -> Self {
+        self.cron = Some(CronDefinition { pattern, timezone });
         self
     }
 
@@ -172,8 +198,83 @@ impl TaskDefinition {
                 return Err("ttl must be longer than zero");
             }
         }
+        if let Some(cron) = self.cron {
+            if let Err(msg) = validate_cron_shape(cron.pattern) {
+                return Err(msg);
+            }
+        }
         self.retry.validate()
     }
+}
+
+/// Checks a cron pattern's shape in `const` context: five fields (or an `@` shorthand), made of
+/// numbers in each field's range, names, `*`, `?`, `-`, `/` and `,`. The full parse
+/// ([`CronSchedule::parse`](crate::CronSchedule::parse)) runs when a worker registers the task.
+pub const fn validate_cron_shape(pattern: &str) -> Result<(), &'static str> {
+    const LIMITS: [(u32, u32); 5] = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
+    const OUT_OF_RANGE: [&str; 5] = [
+        "cron: a minute is out of range 0-59",
+        "cron: an hour is out of range 0-23",
+        "cron: a day-of-month is out of range 1-31",
+        "cron: a month is out of range 1-12",
+        "cron: a day-of-week is out of range 0-7",
+    ];
+    let bytes = pattern.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && bytes[i] == b' ' {
+        i += 1;
+    }
+    if i < bytes.len() && bytes[i] == b'@' {
+        return Ok(());
+    }
+    let mut field = 0usize;
+    let mut in_field = false;
+    let mut number: Option<u32> = None;
+    let mut after_slash = false;
+    while i <= bytes.len() {
+        let b = if i < bytes.len() { bytes[i] } else { b' ' };
+        if b.is_ascii_digit() {
+            let n = match number {
+                Some(n) => n,
+                None => 0,
+            };
+            if n > 1000 {
+                return Err("cron: a number is far out of range");
+            }
+            number = Some(n * 10 + (b - b'0') as u32);
+        } else {
+            if let Some(n) = number {
+                if field >= 5 {
+                    return Err("cron: a pattern has five fields: minute hour day-of-month month day-of-week (no seconds field)");
+                }
+                if !after_slash && (n < LIMITS[field].0 || n > LIMITS[field].1) {
+                    return Err(OUT_OF_RANGE[field]);
+                }
+                if after_slash && n == 0 {
+                    return Err("cron: a step must be at least 1");
+                }
+                number = None;
+            }
+            after_slash = b == b'/';
+            if b == b' ' || b == b'\t' {
+                if in_field {
+                    field += 1;
+                    in_field = false;
+                }
+                i += 1;
+                continue;
+            }
+            if !(b.is_ascii_alphabetic() || matches!(b, b'*' | b'?' | b'-' | b'/' | b',')) {
+                return Err("cron: a field may hold numbers, names, *, ?, -, / and , only");
+            }
+        }
+        in_field = true;
+        i += 1;
+    }
+    if field != 5 {
+        return Err("cron: a pattern has five fields: minute hour day-of-month month day-of-week (no seconds field)");
+    }
+    Ok(())
 }
 
 impl Default for TaskDefinition {
