@@ -31,6 +31,12 @@ pub enum ClientError {
         /// Its status.
         status: kiln_core::RunStatus,
     },
+    /// A schedule's pattern or timezone does not parse.
+    #[error("{0}")]
+    InvalidSchedule(#[from] kiln_core::CronError),
+    /// No schedule has this id.
+    #[error("schedule {0} does not exist: check the id (`kiln schedules list` shows them all)")]
+    ScheduleNotFound(Uuid),
     /// The store refused the request or could not be reached.
     #[error(transparent)]
     Store(StoreError),

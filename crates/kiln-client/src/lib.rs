@@ -19,6 +19,7 @@
 mod error;
 mod queues;
 mod runs;
+mod schedules;
 mod trigger;
 
 use kiln_core::{Task, TriggerOptions as Options, MAX_BATCH_SIZE};
@@ -27,11 +28,12 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use error::ClientError;
-pub use kiln_core::{Delay, Run, RunStatus, TriggerOptions};
+pub use kiln_core::{BatchItem, Delay, Run, RunStatus, Schedule, TriggerOptions};
 pub use kiln_store::queue::QueueRow;
 pub use kiln_store::run::{CancelOutcome, RunFilter, RunPage};
 pub use queues::Queues;
 pub use runs::Runs;
+pub use schedules::{CreateSchedule, Schedules, UpdateSchedule};
 use trigger::Target;
 pub use trigger::Trigger;
 
@@ -50,30 +52,6 @@ impl From<InsertedRun> for RunHandle {
             id: run.id,
             is_cached: run.is_cached,
         }
-    }
-}
-
-/// One item of a batch trigger: a payload and its options.
-#[derive(Debug, Clone)]
-pub struct BatchItem<P> {
-    /// The payload.
-    pub payload: P,
-    /// Its options.
-    pub options: Options,
-}
-
-impl<P> BatchItem<P> {
-    /// An item with default options.
-    pub fn new(payload: P) -> Self {
-        Self {
-            payload,
-            options: Options::default(),
-        }
-    }
-
-    /// An item with these options.
-    pub fn with_options(payload: P, options: Options) -> Self {
-        Self { payload, options }
     }
 }
 
@@ -203,6 +181,11 @@ impl Client {
     /// Reads, lists, cancels and replays runs.
     pub fn runs(&self) -> Runs<'_> {
         Runs::new(&self.pool)
+    }
+
+    /// Creates, changes, lists and deletes cron schedules.
+    pub fn schedules(&self) -> Schedules<'_> {
+        Schedules::new(&self.pool)
     }
 
     /// Lists, pauses, resumes and limits queues.

@@ -1,8 +1,11 @@
 //! What a task body knows about the run it executes.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+
+use crate::ChildRuntime;
 use uuid::Uuid;
 
 /// The run a body executes, as the worker claimed it.
@@ -28,20 +31,58 @@ pub struct RunInfo {
     pub root_run_id: Option<Uuid>,
 }
 
-/// Handed to every task body: the run's identity and its cancellation signal.
-#[derive(Debug, Clone)]
+/// Handed to every task body: the run's identity, its cancellation signal, and the way to
+/// trigger child runs (see [`Context::trigger`]).
+#[derive(Clone)]
 pub struct Context {
     info: Arc<RunInfo>,
     cancel: CancellationToken,
+    runtime: Option<Arc<dyn ChildRuntime>>,
+    /// Child trigger calls made so far in this attempt: the call order children's keys derive from.
+    calls: Arc<AtomicU32>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("info", &self.info)
+            .field("cancelled", &self.cancel.is_cancelled())
+            .field("can_trigger", &self.runtime.is_some())
+            .finish()
+    }
 }
 
 impl Context {
-    /// A context for one attempt. The worker builds these; tests of task bodies may too.
+    /// A context for one attempt with no worker behind it: tests of task bodies use these
+    /// (triggering children from it is refused).
     pub fn new(info: RunInfo, cancel: CancellationToken) -> Self {
         Self {
             info: Arc::new(info),
             cancel,
+            runtime: None,
+            calls: Arc::new(AtomicU32::new(0)),
         }
+    }
+
+    /// A context whose child triggers go through `runtime` (the worker builds these).
+    pub fn with_runtime(
+        info: RunInfo,
+        cancel: CancellationToken,
+        runtime: Arc<dyn ChildRuntime>,
+    ) -> Self {
+        Self {
+            runtime: Some(runtime),
+            ..Self::new(info, cancel)
+        }
+    }
+
+    pub(crate) fn runtime(&self) -> Option<&Arc<dyn ChildRuntime>> {
+        self.runtime.as_ref()
+    }
+
+    /// Numbers child trigger calls in the order the body makes them.
+    pub(crate) fn next_call(&self) -> u32 {
+        self.calls.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The run's id.

@@ -258,15 +258,30 @@ impl CronSchedule {
         ticks
     }
 
-    /// The latest tick at or before `at`, looking back no further than `since` (exclusive).
+    /// The latest tick at or before `at` and after `since`, if any. Used after downtime, to fire
+    /// only the most recent missed tick; the search looks back in growing windows, so a long
+    /// outage of a frequent schedule costs a few steps, not one per missed tick.
     pub fn last_at_or_before(
         &self,
         at: DateTime<Utc>,
         since: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
+        for window in [Duration::hours(2), Duration::days(2), Duration::days(64)] {
+            let from = (at - window).max(since);
+            if let Some(last) = self.last_in(from, at) {
+                return Some(last);
+            }
+            if from == since {
+                return None;
+            }
+        }
+        self.last_in(since, at)
+    }
+
+    /// The latest tick in `(from, at]`, walking forward from `from`.
+    fn last_in(&self, from: DateTime<Utc>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut last = None;
-        let mut cursor = since;
-        // Walk forward from `since`; callers bound the window (a missed stretch after downtime).
+        let mut cursor = from;
         while let Some(next) = self.next_after(cursor) {
             if next > at {
                 break;
@@ -650,6 +665,14 @@ mod tests {
             s.last_at_or_before(utc("2026-01-01T01:30:00Z"), utc("2026-01-01T01:00:00Z")),
             None
         );
+        // A year of downtime of an every-minute schedule: the latest missed tick, found fast.
+        let s = CronSchedule::parse("* * * * *", None).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            s.last_at_or_before(utc("2027-01-01T05:30:10Z"), utc("2026-01-01T00:00:00Z")),
+            Some(utc("2027-01-01T05:30:00Z"))
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }
 

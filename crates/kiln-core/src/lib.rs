@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+mod children;
+mod clock;
 mod context;
 mod cron;
 mod duration;
@@ -13,19 +15,28 @@ mod macros;
 mod options;
 mod retry;
 mod run;
+mod schedule;
 mod status;
 mod task;
 
+pub use children::{
+    Awaited, BoxFuture, ChildError, ChildOutcome, ChildResult, ChildRun, ChildRuntime,
+    ChildTrigger, Detached,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{Context, RunInfo};
 pub use cron::{parse_timezone, CronError, CronSchedule};
 pub use duration::{parse_duration, DurationError};
 pub use error::{Error, ErrorKind, ErrorRecord, Result, ResultExt};
-pub use options::{Delay, TriggerOptions, DEFAULT_IDEMPOTENCY_KEY_TTL, MAX_BATCH_SIZE, MAX_TAGS};
+pub use options::{
+    BatchItem, Delay, TriggerOptions, DEFAULT_IDEMPOTENCY_KEY_TTL, MAX_BATCH_SIZE, MAX_TAGS,
+};
 pub use retry::{
     RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_TIMEOUT, DEFAULT_MIN_TIMEOUT,
     DEFAULT_RETRY_FACTOR,
 };
 pub use run::{Attempt, Run};
+pub use schedule::{Schedule, ScheduleTick, UPCOMING_TICKS};
 pub use status::{AttemptOutcome, RunStatus, UnknownStatus};
 pub use task::{
     validate_cron_shape, validate_task_id, CronDefinition, QueueDefinition, Task, TaskDefinition,

@@ -163,3 +163,27 @@ impl TriggerOptions {
         Ok(())
     }
 }
+
+/// One item of a batch trigger: a payload and its options.
+#[derive(Debug, Clone)]
+pub struct BatchItem<P> {
+    /// The payload.
+    pub payload: P,
+    /// Its options.
+    pub options: TriggerOptions,
+}
+
+impl<P> BatchItem<P> {
+    /// An item with default options.
+    pub fn new(payload: P) -> Self {
+        Self {
+            payload,
+            options: TriggerOptions::default(),
+        }
+    }
+
+    /// An item with these options.
+    pub fn with_options(payload: P, options: TriggerOptions) -> Self {
+        Self { payload, options }
+    }
+}

@@ -147,9 +147,16 @@ pub async fn lease_heartbeat(
              UPDATE kiln.leases l SET expires_at = now() + $4 * interval '1 millisecond'
                FROM unnest($2::uuid[], $3::int[]) AS h(run_id, attempt)
               WHERE l.run_id = h.run_id AND l.attempt = h.attempt AND l.worker_id = $1
-             RETURNING l.run_id)
+             RETURNING l.run_id),
+         -- Parents waiting on children hold their lease in kiln.waits.
+         waiting AS (
+             UPDATE kiln.waits w SET expires_at = now() + $4 * interval '1 millisecond'
+               FROM unnest($2::uuid[], $3::int[]) AS h(run_id, attempt)
+              WHERE w.run_id = h.run_id AND w.attempt = h.attempt AND w.worker_id = $1
+             RETURNING w.run_id)
          SELECT e.run_id, r.status = 'canceled'
-           FROM extended e JOIN kiln.runs r ON r.id = e.run_id",
+           FROM (SELECT run_id FROM extended UNION ALL SELECT run_id FROM waiting) e
+           JOIN kiln.runs r ON r.id = e.run_id",
     )
     .bind(worker_id)
     .bind(&ids)
@@ -191,7 +198,8 @@ pub struct AttemptEnd {
 /// (final status, or queued again for a retry) and re-queues retries. A run canceled meanwhile
 /// stays canceled. Claimers of the queues whose slots were freed are notified when runs wait
 /// there. With `only_expired`, leases that were extended since they were read are left
-/// alone (the rescuer's guard). Returns the runs whose leases were ended, with their new status.
+/// alone (the rescuer's guard). Parents of runs that finished are notified on `kiln_run_finished`.
+/// Returns the runs whose leases were ended, with their new status.
 pub async fn lease_complete_many(
     pool: &Pool,
     ends: &[AttemptEnd],
@@ -264,7 +272,13 @@ pub async fn lease_complete_many(
                FROM fenced f
               WHERE r.id = f.run_id
              RETURNING r.id, r.status, r.priority_s, r.available_at, f.task_id, f.queue,
-                       f.concurrency_key
+                       f.concurrency_key, r.parent_run_id
+         ),
+         -- Parents waiting on these runs re-check their children.
+         parents AS (
+             SELECT pg_notify('kiln_run_finished', p.parent_run_id::text)
+               FROM (SELECT DISTINCT u.parent_run_id FROM updated u
+                      WHERE u.parent_run_id IS NOT NULL AND u.status <> 'queued') p
          ),
          requeued AS (
              INSERT INTO kiln.ready (run_id, task_id, queue, concurrency_key, available_at, order_at)
@@ -279,7 +293,7 @@ pub async fn lease_complete_many(
               WHERE EXISTS (SELECT 1 FROM kiln.ready r WHERE r.queue = q.queue)
          )
          SELECT u.id, u.status::text FROM updated u
-          WHERE (SELECT count(*) FROM woken) >= 0",
+          WHERE (SELECT count(*) FROM woken) >= 0 AND (SELECT count(*) FROM parents) >= 0",
     )
     .bind(&run_ids)
     .bind(&attempts)

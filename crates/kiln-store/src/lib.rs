@@ -13,7 +13,9 @@ pub mod migrate;
 pub mod queue;
 pub mod ready;
 pub mod run;
+pub mod schedule;
 pub mod task;
+pub mod wait;
 
 pub use error::StoreError;
 pub use migrate::migrate;

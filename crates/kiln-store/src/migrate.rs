@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trigger_and_claim",
         sql: include_str!("../../../migrations/0002_trigger_and_claim.sql"),
     },
+    Migration {
+        version: 3,
+        name: "schedules_and_waits",
+        sql: include_str!("../../../migrations/0003_schedules_and_waits.sql"),
+    },
 ];
 
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).

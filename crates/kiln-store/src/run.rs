@@ -195,6 +195,9 @@ pub async fn run_get(pool: &Pool, id: Uuid) -> Result<Option<Run>> {
          UNION ALL
          SELECT attempt, worker_id, 'executing', started_at, NULL, NULL
            FROM kiln.leases WHERE run_id = $1
+         UNION ALL
+         SELECT attempt, worker_id, 'waiting', started_at, NULL, NULL
+           FROM kiln.waits WHERE run_id = $1
          ORDER BY 1",
     )
     .bind(id)
@@ -329,21 +332,34 @@ pub enum CancelOutcome {
 /// Cancels a run that has not finished. A waiting run leaves the queue at once; an executing run's
 /// worker is notified (channel `kiln_cancel`) and fires the run's cancellation token, and its lease
 /// (and concurrency slot) is held until the body has stopped.
+/// Its unfinished descendants are canceled with it.
 pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
     let row: Option<(String, i64)> = sqlx::query_as(
-        "WITH target AS (SELECT id, status FROM kiln.runs WHERE id = $1 FOR UPDATE),
+        "WITH RECURSIVE tree AS (
+             -- The run and its descendants: canceling a parent cancels its unfinished children.
+             SELECT $1::uuid AS id
+             UNION
+             SELECT c.id FROM kiln.runs c JOIN tree t ON c.parent_run_id = t.id
+              WHERE c.parent_run_id IS NOT NULL
+         ),
+         target AS (SELECT r.id, r.status FROM kiln.runs r WHERE r.id IN (SELECT id FROM tree)
+                     ORDER BY r.id FOR UPDATE),
          canceled AS (
              UPDATE kiln.runs r
                 SET status = 'canceled', finished_at = now(), updated_at = now(),
-                    error = jsonb_build_object('kind', 'canceled', 'message', 'canceled by request')
+                    error = jsonb_build_object('kind', 'canceled', 'message',
+                        CASE WHEN r.id = $1 THEN 'canceled by request'
+                             ELSE 'canceled with its parent run' END)
                FROM target t
               WHERE r.id = t.id AND t.status IN ('delayed', 'queued', 'executing', 'waiting')
              RETURNING r.id),
          unqueued AS (DELETE FROM kiln.ready WHERE run_id IN (SELECT id FROM canceled)),
          told AS (SELECT pg_notify('kiln_cancel', t.id::text) FROM target t
-                   WHERE t.status = 'executing' AND EXISTS (SELECT 1 FROM canceled))
-         SELECT t.status::text, (SELECT count(*) FROM canceled) + 0 * (SELECT count(*) FROM told)
-           FROM target t",
+                   WHERE t.status IN ('executing', 'waiting')
+                     AND t.id IN (SELECT id FROM canceled))
+         SELECT t.status::text,
+                (SELECT count(*) FROM canceled c WHERE c.id = $1) + 0 * (SELECT count(*) FROM told)
+           FROM target t WHERE t.id = $1",
     )
     .bind(id)
     .fetch_optional(pool)

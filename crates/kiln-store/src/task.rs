@@ -85,3 +85,12 @@ pub async fn task_list(pool: &Pool) -> Result<Vec<TaskRow>> {
         .collect::<std::result::Result<_, sqlx::Error>>()
         .map_err(db("listing tasks"))
 }
+
+/// True when a worker has registered this task id.
+pub async fn task_is_registered(pool: &Pool, task_id: &str) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM kiln.tasks WHERE id = $1)")
+        .bind(task_id)
+        .fetch_one(pool)
+        .await
+        .map_err(db("reading registered tasks"))
+}

@@ -1,6 +1,9 @@
 //! The worker's settings and their defaults, in one place.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use kiln_core::{Clock, SystemClock};
 
 /// Runs one worker process executes at once, unless set.
 pub const DEFAULT_CONCURRENCY: usize = 10;
@@ -24,6 +27,10 @@ pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Connections a worker's pool opens at most.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// Schedules one scheduler pass fires at most.
+pub const DEFAULT_SCHEDULE_BATCH: u32 = 100;
+/// Longest pause between a waiting parent's attempts to take a slot again in a full queue.
+pub const MAX_RESUME_BACKOFF: Duration = Duration::from_millis(500);
 /// Under a backlog, how long the fetch loop waits for half a batch of slots to free up before
 /// claiming fewer runs.
 pub const CLAIM_GATHER: Duration = Duration::from_millis(5);
@@ -51,7 +58,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Time a body gets after its token fired.
     pub cancel_grace: Duration,
-    /// Period of the maintenance services (rescuer, delayed promoter, expirer, idle key cleanup, cleaner).
+    /// Period of the maintenance services (scheduler, rescuer, delayed promoter, expirer, idle key
+    /// cleanup, cleaner).
     pub maintenance_interval: Duration,
     /// Run the maintenance services in this process.
     pub run_maintenance: bool,
@@ -61,6 +69,10 @@ pub struct WorkerConfig {
     pub migrate: bool,
     /// Pool size when the worker opens its own pool.
     pub max_connections: u32,
+    /// The clock the scheduler fires cron ticks by (tests pass a [`kiln_core::ManualClock`]).
+    pub clock: Arc<dyn Clock>,
+    /// Schedules fired per scheduler pass.
+    pub schedule_batch: u32,
 }
 
 impl Default for WorkerConfig {
@@ -79,6 +91,8 @@ impl Default for WorkerConfig {
             retention: Some(DEFAULT_RETENTION),
             migrate: true,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            clock: Arc::new(SystemClock),
+            schedule_batch: DEFAULT_SCHEDULE_BATCH,
         }
     }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kiln_core::{AttemptOutcome, Context, Error, ErrorKind, ErrorRecord, RunInfo, RunStatus};
+use kiln_core::{
+    AttemptOutcome, ChildRuntime, Context, Error, ErrorKind, ErrorRecord, RunInfo, RunStatus,
+};
 use kiln_store::lease::{AttemptEnd, ClaimedRun};
 use tracing::Instrument;
 
@@ -24,6 +26,7 @@ pub(crate) async fn execute(
     run: ClaimedRun,
     flight: Arc<InFlight>,
     cancel_grace: Duration,
+    children: Arc<dyn ChildRuntime>,
 ) -> AttemptEnd {
     let Some(task) = registry.get(&run.task_id).cloned() else {
         let error = ErrorRecord::new(
@@ -38,7 +41,7 @@ pub(crate) async fn execute(
             Some(error),
         );
     };
-    let ctx = Context::new(
+    let ctx = Context::with_runtime(
         RunInfo {
             run_id: run.run_id,
             task_id: run.task_id.clone(),
@@ -51,6 +54,7 @@ pub(crate) async fn execute(
             root_run_id: run.root_run_id,
         },
         flight.token.clone(),
+        children,
     );
     // The body runs in a task of its own (so a panic is caught and a stuck body can be dropped),
     // inside the attempt's span.

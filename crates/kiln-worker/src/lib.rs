@@ -3,7 +3,7 @@
 //! A worker claims runs of the tasks it registered (a batch sized to its free slots, in one
 //! statement that enforces every queue's global limits), executes each body on tokio with its
 //! [`Context`](kiln_core::Context), extends leases with heartbeats, records outcomes in batches,
-//! and runs the maintenance services (rescuer, delayed promoter, expirer, idle key cleanup, cleaner). It wakes on
+//! and runs the maintenance services (scheduler, rescuer, delayed promoter, expirer, idle key cleanup, cleaner). It wakes on
 //! LISTEN/NOTIFY and polls as a fallback. SIGTERM drains; `kill -9` loses nothing: the lease
 //! expires and another worker's rescuer queues the run again.
 //!
@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod children;
 mod completer;
 mod config;
 mod execute;
@@ -31,7 +32,7 @@ mod worker;
 
 pub use config::*;
 pub use maintenance::{
-    Cleaner, DelayedPromoter, Expirer, KeyCleanup, Rescuer, DEFAULT_CLEANER_BATCH,
+    Cleaner, DelayedPromoter, Expirer, KeyCleanup, Rescuer, Scheduler, DEFAULT_CLEANER_BATCH,
     DEFAULT_CLEANER_INTERVAL, DEFAULT_KEY_CLEANUP_INTERVAL, DEFAULT_KEY_IDLE,
     DEFAULT_MAINTENANCE_BATCH, DEFAULT_RESCUE_BATCH,
 };

@@ -2,14 +2,17 @@
 //! (`run_once`), run on their own periods by [`run_maintenance`]. Each is safe to run in every
 //! worker at once (their statements use SKIP LOCKED or are idempotent), so no leader is elected.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use kiln_core::{AttemptOutcome, ErrorKind, ErrorRecord, RunStatus};
+use kiln_core::{AttemptOutcome, Clock, ErrorKind, ErrorRecord, RunStatus};
 use kiln_store::lease::{lease_complete_many, lease_list_expired, AttemptEnd};
 use kiln_store::queue::queue_key_drop_idle;
 use kiln_store::ready::{ready_expire, ready_promote_delayed};
 use kiln_store::run::run_delete_finished_before;
+use kiln_store::schedule::{schedule_fire_due, schedule_tick_delete_before, FiredTick};
+use kiln_store::wait::wait_expire;
 use kiln_store::{Pool, Result};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +47,10 @@ impl Default for Rescuer {
 }
 
 impl Rescuer {
-    /// One pass; returns how many runs were rescued.
+    /// One pass; returns how many runs were rescued. Waiting parents whose worker stopped
+    /// extending their wait are rescued the same way.
     pub async fn rescue_expired_leases(&self, pool: &Pool) -> Result<u64> {
+        wait_expire(pool, None).await?;
         let expired = lease_list_expired(pool, self.batch, None).await?;
         if expired.is_empty() {
             return Ok(0);
@@ -73,6 +78,29 @@ impl Rescuer {
             tracing::warn!(%run_id, %status, "rescued a run whose lease expired");
         }
         Ok(rescued.len() as u64)
+    }
+}
+
+/// Fires due cron schedules: one run per tick, however many schedulers run (see
+/// `kiln_store::schedule::schedule_fire_due`). Reads the time from its clock, so tests drive
+/// ticks by moving a [`kiln_core::ManualClock`].
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    /// Schedules fired per pass.
+    pub batch: u32,
+    /// Where the time comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Scheduler {
+    /// One pass: fires every schedule due now (at most `batch`); returns the ticks fired.
+    pub async fn fire_due_schedules(&self, pool: &Pool) -> Result<Vec<FiredTick>> {
+        let fired = schedule_fire_due(pool, self.clock.now(), self.batch).await?;
+        for tick in &fired {
+            tracing::info!(schedule_id = %tick.schedule_id, task = %tick.task_id, tick = %tick.tick,
+                           run_id = %tick.run_id, caught_up = tick.skipped_missed, "schedule fired");
+        }
+        Ok(fired)
     }
 }
 
@@ -165,6 +193,7 @@ impl Cleaner {
             let deleted = run_delete_finished_before(pool, cutoff, self.batch).await?;
             total += deleted;
             if deleted < u64::from(self.batch) {
+                schedule_tick_delete_before(pool, cutoff).await?;
                 return Ok(total);
             }
         }
@@ -200,14 +229,19 @@ fn report(what: &str, result: Result<u64>) {
     }
 }
 
-/// Runs the rescuer, delayed promoter and expirer every `interval`, and the key cleanup and the
-/// cleaner (when `retention` is set) every minute, until `cancel` fires.
+/// Runs the scheduler, rescuer, delayed promoter and expirer every maintenance interval, and the
+/// key cleanup and the cleaner (when a retention is set) every minute, until `cancel` fires.
 pub(crate) async fn run_maintenance(
     pool: Pool,
-    interval: Duration,
-    retention: Option<Duration>,
+    config: crate::WorkerConfig,
     cancel: CancellationToken,
 ) {
+    let interval = config.maintenance_interval;
+    let retention = config.retention;
+    let scheduler = Scheduler {
+        batch: config.schedule_batch,
+        clock: Arc::clone(&config.clock),
+    };
     let rescuer = Rescuer::default();
     let promoter = DelayedPromoter::default();
     let expirer = Expirer::default();
@@ -225,6 +259,13 @@ pub(crate) async fn run_maintenance(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval + jitter) => {}
         }
+        report(
+            "fired due schedules",
+            scheduler
+                .fire_due_schedules(&pool)
+                .await
+                .map(|fired| fired.len() as u64),
+        );
         report(
             "rescued runs whose lease expired",
             rescuer.rescue_expired_leases(&pool).await,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kiln_core::Task;
 use kiln_store::lease::{lease_claim, lease_heartbeat, AttemptEnd, ClaimedRun};
+use kiln_store::schedule::schedule_sync_declarative;
 use kiln_store::task::task_register;
 use kiln_store::Pool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::children::{AttemptChildren, LocalSlot, Waiters};
 use crate::completer::run_completer;
 use crate::config::{WorkerConfig, CLAIM_GATHER, CONTENDED_RETRY, MAX_ERROR_BACKOFF};
 use crate::execute::execute;
@@ -26,6 +28,8 @@ use crate::WorkerError;
 const READY_CHANNEL: &str = "kiln_ready";
 /// Channel on which cancels of executing runs are announced.
 const CANCEL_CHANNEL: &str = "kiln_cancel";
+/// Channel on which finished child runs name their parent.
+const FINISHED_CHANNEL: &str = "kiln_run_finished";
 
 /// Builds a [`Worker`]: `Worker::builder().database_url(url).register(MyTask).concurrency(50)`.
 #[derive(Default)]
@@ -95,6 +99,18 @@ impl WorkerBuilder {
             ));
         }
         self.config.validate().map_err(WorkerError::Config)?;
+        // Declarative schedules: every pattern and timezone must parse before anything starts.
+        let mut crons = Vec::new();
+        for definition in self.registry.definitions() {
+            let schedule =
+                match &definition.cron {
+                    Some(cron) => Some(cron.schedule().map_err(|e| {
+                        WorkerError::Config(format!("task {:?}: {e}", definition.id))
+                    })?),
+                    None => None,
+                };
+            crons.push((definition.id, schedule));
+        }
         let pool = match (self.pool, self.database_url) {
             (Some(pool), _) => pool,
             (None, Some(url)) => PgPoolOptions::new()
@@ -113,6 +129,13 @@ impl WorkerBuilder {
         }
         for definition in self.registry.definitions() {
             task_register(&pool, definition).await?;
+        }
+        let now = self.config.clock.now();
+        for (task_id, schedule) in &crons {
+            let cron = schedule
+                .as_ref()
+                .map(|s| (s.pattern(), s.timezone().name(), s.next_after(now)));
+            schedule_sync_declarative(&pool, task_id, cron).await?;
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         Ok(Worker {
@@ -206,6 +229,8 @@ impl Worker {
         let wake = Arc::new(Notify::new());
         let slot_freed = Arc::new(Notify::new());
         let inflight = InFlightRuns::default();
+        let waiters = Waiters::default();
+        let worker_id: Arc<str> = Arc::from(inner.worker_id.as_str());
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel::<AttemptEnd>();
         let background = CancellationToken::new();
@@ -220,6 +245,7 @@ impl Worker {
             inner.pool.clone(),
             Arc::clone(&wake),
             inflight.clone(),
+            waiters.clone(),
             background.clone(),
         ));
         let heartbeat = tokio::spawn(heartbeat(
@@ -232,8 +258,7 @@ impl Worker {
         let maintenance = config.run_maintenance.then(|| {
             tokio::spawn(run_maintenance(
                 inner.pool.clone(),
-                config.maintenance_interval,
-                config.retention,
+                config.clone(),
                 background.clone(),
             ))
         });
@@ -268,7 +293,15 @@ impl Worker {
                     }
                 }
             }
-            let free = slots.available_permits().min(config.claim_batch);
+            // Reserve the slots first: a waiting parent may take one back at any moment.
+            let mut permits = Vec::new();
+            while permits.len() < config.claim_batch {
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let free = permits.len();
             if free == 0 {
                 continue;
             }
@@ -285,21 +318,42 @@ impl Worker {
                 Ok(claim) => {
                     error_backoff = Duration::from_millis(50);
                     more_waiting = claim.runs.len() == free;
+                    // Slots reserved but not filled go back now (dropping the permits).
+                    permits.truncate(claim.runs.len());
                     for run in claim.runs {
-                        let permit = Arc::clone(&slots)
-                            .try_acquire_owned()
-                            .expect("claimed within free slots");
+                        let permit = permits.pop().expect("claimed within reserved slots");
+                        let slot = Arc::new(LocalSlot::new(
+                            permit,
+                            Arc::clone(&slots),
+                            Arc::clone(&slot_freed),
+                        ));
                         let flight = inflight.insert(run.run_id, run.attempt);
+                        let children = Arc::new(AttemptChildren {
+                            pool: inner.pool.clone(),
+                            run_id: run.run_id,
+                            attempt: run.attempt,
+                            worker_id: Arc::clone(&worker_id),
+                            lease: config.lease,
+                            poll: config.poll_interval,
+                            waiters: waiters.clone(),
+                            slot: Arc::clone(&slot),
+                            token: flight.token.clone(),
+                        });
                         let span = run_span(&run);
                         let registry = inner.registry.clone();
                         let outcomes = outcomes_tx.clone();
-                        let slot_freed = Arc::clone(&slot_freed);
                         let cancel_grace = config.cancel_grace;
                         bodies.spawn(
                             async move {
                                 tracing::debug!("attempt started");
-                                let end =
-                                    execute(&registry, run, Arc::clone(&flight), cancel_grace).await;
+                                let end = execute(
+                                    &registry,
+                                    run,
+                                    Arc::clone(&flight),
+                                    cancel_grace,
+                                    children,
+                                )
+                                .await;
                                 flight.mark_finished();
                                 tracing::debug!(outcome = end.outcome.as_str(), retry = end.retry_at.is_some(), "attempt ended");
                                 if let Some(error) = &end.error {
@@ -307,8 +361,7 @@ impl Worker {
                                 }
                                 // The completer forgets the run once the outcome is recorded.
                                 let _ = outcomes.send(end);
-                                drop(permit);
-                                slot_freed.notify_one();
+                                slot.release();
                             }
                             .instrument(span),
                         );
@@ -393,9 +446,16 @@ async fn watch_signals(shutdown: CancellationToken, abort: CancellationToken) {
     }
 }
 
-/// LISTENs for new ready runs (wakes the fetch loop) and for cancels (fires run tokens).
-/// Reconnects on its own; the fetch loop's poll covers the gaps.
-async fn listen(pool: Pool, wake: Arc<Notify>, inflight: InFlightRuns, stop: CancellationToken) {
+/// LISTENs for new ready runs (wakes the fetch loop), for cancels (fires run tokens) and for
+/// finished children (wakes their waiting parents). Reconnects on its own; the fetch loop's and
+/// the waiting parents' polls cover the gaps.
+async fn listen(
+    pool: Pool,
+    wake: Arc<Notify>,
+    inflight: InFlightRuns,
+    waiters: Waiters,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     while !stop.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -410,13 +470,17 @@ async fn listen(pool: Pool, wake: Arc<Notify>, inflight: InFlightRuns, stop: Can
                 continue;
             }
         };
-        if let Err(error) = listener.listen_all([READY_CHANNEL, CANCEL_CHANNEL]).await {
+        if let Err(error) = listener
+            .listen_all([READY_CHANNEL, CANCEL_CHANNEL, FINISHED_CHANNEL])
+            .await
+        {
             tracing::warn!(%error, "cannot LISTEN; retrying");
             continue;
         }
         backoff = Duration::from_millis(100);
-        // Anything inserted while not listening is found by this wake-up.
+        // Anything inserted or finished while not listening is found by these wake-ups.
         wake.notify_one();
+        waiters.wake_all();
         loop {
             let received = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -431,6 +495,11 @@ async fn listen(pool: Pool, wake: Arc<Notify>, inflight: InFlightRuns, stop: Can
                         .and_then(|id| inflight.get(id))
                     {
                         run.stop(StopReason::Canceled);
+                    }
+                }
+                Ok(Some(note)) if note.channel() == FINISHED_CHANNEL => {
+                    if let Ok(parent) = note.payload().parse::<Uuid>() {
+                        waiters.wake(parent);
                     }
                 }
                 Ok(Some(_)) => wake.notify_one(),

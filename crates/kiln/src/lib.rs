@@ -59,18 +59,27 @@
 //! - A **concurrency key** gives each key value (say a workspace id) its own copy of the queue's
 //!   limit. Limits hold across all workers at every instant; claiming is fair across keys.
 //!
+//! - A **schedule** fires a task on the ticks of a cron pattern in an IANA timezone, exactly
+//!   once per tick however many workers run: declare one on the task (`cron: "0 * * * *"`) or
+//!   create them at run time with [`Client::schedules`].
+//! - A run can trigger **child runs** ([`Context::trigger`], [`Context::batch_trigger`]) and wait
+//!   for their typed results ([`Context::trigger_and_wait`],
+//!   [`Context::batch_trigger_and_wait`]); while it waits it gives its concurrency slot back.
+//!
 //! Apps that only trigger runs can depend on `kiln` with `default-features = false`, which leaves
 //! out the worker runtime.
 
 #![forbid(unsafe_code)]
 
 pub use kiln_client::{
-    BatchItem, CancelOutcome, Client, ClientError, QueueRow, Queues, RunFilter, RunHandle, RunPage,
-    Runs, Trigger,
+    CancelOutcome, Client, ClientError, CreateSchedule, QueueRow, Queues, RunFilter, RunHandle,
+    RunPage, Runs, Schedules, Trigger, UpdateSchedule,
 };
 pub use kiln_core::*;
 #[cfg(feature = "worker")]
-pub use kiln_worker::{Cleaner, Rescuer, Worker, WorkerBuilder, WorkerConfig, WorkerError};
+pub use kiln_worker::{
+    Cleaner, Rescuer, Scheduler, Worker, WorkerBuilder, WorkerConfig, WorkerError,
+};
 
 /// The worker's settings and defaults.
 #[cfg(feature = "worker")]
