@@ -218,17 +218,190 @@ task! {
     }
 }
 
+/// One child of a family.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildPayload {
+    /// Its number among its siblings.
+    pub n: u32,
+    /// How long it works.
+    pub sleep_ms: u64,
+    /// Fail at once (abort) instead of completing.
+    #[serde(default)]
+    pub fail: bool,
+}
+
+task! {
+    /// A child in queue `family` (limit 2, shared with its parent): records its interval, then
+    /// returns its number doubled, or aborts.
+    pub FamilyChild {
+        id: "family-child",
+        queue: { name: "family", concurrency_limit: 2 },
+        retry: { max_attempts: 1 },
+        run: async |ctx: Context, payload: ChildPayload| -> Result<u32> {
+            probe(&ctx, &ProbePayload { sleep_ms: payload.sleep_ms, fail_first: false }).await?;
+            if payload.fail {
+                return Err(Error::abort(format!("child {} fails on purpose", payload.n)));
+            }
+            Ok(payload.n * 2)
+        }
+    }
+}
+
+task! {
+    /// The same child in a queue of its own (limit 2), for parents in another queue.
+    pub LoneChild {
+        id: "lone-child",
+        queue: { concurrency_limit: 2 },
+        retry: { max_attempts: 1 },
+        run: async |ctx: Context, payload: ChildPayload| -> Result<u32> {
+            probe(&ctx, &ProbePayload { sleep_ms: payload.sleep_ms, fail_first: false }).await?;
+            if payload.fail {
+                return Err(Error::abort(format!("child {} fails on purpose", payload.n)));
+            }
+            Ok(payload.n * 2)
+        }
+    }
+}
+
+/// What a fan-out parent does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanOutPayload {
+    /// Children to start.
+    pub children: u32,
+    /// How long each child works.
+    pub child_sleep_ms: u64,
+    /// Numbers of the children that fail.
+    #[serde(default)]
+    pub failing: Vec<u32>,
+    /// Use `lone-child` (own queue) instead of `family-child` (the parent's queue).
+    #[serde(default)]
+    pub lone: bool,
+    /// Trigger without waiting (returns the child ids only).
+    #[serde(default)]
+    pub detached: bool,
+}
+
+/// A fan-out parent's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanOutReport {
+    /// Child run ids, in order.
+    pub child_ids: Vec<uuid::Uuid>,
+    /// Each child's output, or its error message.
+    pub results: Vec<std::result::Result<u32, String>>,
+}
+
+fn child_items(payload: &FanOutPayload) -> Vec<kiln::BatchItem<ChildPayload>> {
+    (0..payload.children)
+        .map(|n| {
+            kiln::BatchItem::new(ChildPayload {
+                n,
+                sleep_ms: payload.child_sleep_ms,
+                fail: payload.failing.contains(&n),
+            })
+        })
+        .collect()
+}
+
+task! {
+    /// Triggers children and (unless detached) waits for all of them; records each start.
+    pub FanOut {
+        id: "fan-out",
+        queue: { name: "family", concurrency_limit: 2 },
+        retry: { max_attempts: 3, min_timeout: "50ms", max_timeout: "200ms" },
+        run: async |ctx: Context, payload: FanOutPayload| -> Result<FanOutReport> {
+            let pool = pool()?;
+            sqlx::query("INSERT INTO probe_events (run_id, event) VALUES ($1, 'parent-started')")
+                .bind(ctx.run_id()).execute(pool).await?;
+            let items = child_items(&payload);
+            if payload.detached {
+                let runs = if payload.lone {
+                    ctx.batch_trigger::<LoneChild>(items).await?
+                } else {
+                    ctx.batch_trigger::<FamilyChild>(items).await?
+                };
+                return Ok(FanOutReport { child_ids: runs.iter().map(|r| r.id).collect(), results: Vec::new() });
+            }
+            let results = if payload.lone {
+                ctx.batch_trigger_and_wait::<LoneChild>(items).await?
+            } else {
+                ctx.batch_trigger_and_wait::<FamilyChild>(items).await?
+            };
+            let child_ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+                "SELECT id FROM kiln.runs WHERE parent_run_id = $1 ORDER BY (payload->>'n')::int")
+                .bind(ctx.run_id()).fetch_all(pool).await?;
+            Ok(FanOutReport {
+                child_ids,
+                results: results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
+            })
+        }
+    }
+}
+
+task! {
+    /// Triggers one child and waits for it, then a second one: results in call order.
+    pub Sequential {
+        id: "sequential",
+        run: async |ctx: Context, payload: ChildPayload| -> Result<Vec<u32>> {
+            let first = ctx.trigger_and_wait::<LoneChild>(payload.clone()).await??;
+            let second = ctx
+                .trigger_and_wait::<Echo>(WorkspacePayload { ws_id: format!("ws_{first}") })
+                .concurrency_key(format!("ws_{first}"))
+                .await??;
+            Ok(vec![first, second.ws_id.len() as u32])
+        }
+    }
+}
+
+/// Every scheduled tick a `ticker` run received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ticked {
+    /// The tick's payload as received.
+    pub tick: kiln::ScheduleTick,
+}
+
+task! {
+    /// A scheduled task: returns the tick payload it received. Its declarative schedule ticks
+    /// once a year, so it never fires by itself during a test; tests fire it at chosen times.
+    pub Ticker {
+        id: "ticker",
+        cron: { pattern: "30 2 1 1 *", timezone: "Europe/Berlin" },
+        run: async |_ctx: Context, tick: kiln::ScheduleTick| -> Result<Ticked> {
+            Ok(Ticked { tick })
+        }
+    }
+}
+
 /// Registers every test task on a worker builder.
 pub fn register_all(builder: kiln::WorkerBuilder) -> kiln::WorkerBuilder {
+    register_only(builder, None)
+}
+
+/// Registers the test tasks whose ids are in `only` (all when `None`).
+pub fn register_only(builder: kiln::WorkerBuilder, only: Option<&[String]>) -> kiln::WorkerBuilder {
+    use kiln::Task;
+    let wanted = |id: &str| only.is_none_or(|ids| ids.iter().any(|i| i == id));
+    let mut builder = builder;
+    macro_rules! maybe {
+        ($($task:ident),*) => {
+            $( if wanted($task::ID) { builder = builder.register($task); } )*
+        };
+    }
+    maybe!(
+        KeyedProbe,
+        LimitedProbe,
+        TotalProbe,
+        FreeProbe,
+        Echo,
+        Flaky,
+        Aborting,
+        Panicking,
+        Overrunning,
+        Patient,
+        FamilyChild,
+        LoneChild,
+        FanOut,
+        Sequential,
+        Ticker
+    );
     builder
-        .register(KeyedProbe)
-        .register(LimitedProbe)
-        .register(TotalProbe)
-        .register(FreeProbe)
-        .register(Echo)
-        .register(Flaky)
-        .register(Aborting)
-        .register(Panicking)
-        .register(Overrunning)
-        .register(Patient)
 }
