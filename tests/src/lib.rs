@@ -88,6 +88,8 @@ pub struct WorkerProcess {
     pub heartbeat_ms: u64,
     /// Shutdown grace in ms.
     pub shutdown_grace_ms: u64,
+    /// Task ids to register (all when `None`).
+    pub only_tasks: Option<String>,
 }
 
 impl WorkerProcess {
@@ -100,13 +102,24 @@ impl WorkerProcess {
             lease_ms: 5_000,
             heartbeat_ms: 1_000,
             shutdown_grace_ms: 10_000,
+            only_tasks: None,
         }
+    }
+
+    /// Registers only these task ids.
+    pub fn only(mut self, task_ids: &[&str]) -> Self {
+        self.only_tasks = Some(task_ids.join(","));
+        self
     }
 
     /// Spawns the real worker binary `exe` (tests pass `env!("CARGO_BIN_EXE_kiln-test-worker")`)
     /// against `db`.
     pub fn spawn(&self, exe: &str, db: &TestDb) -> Child {
-        Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(only) = &self.only_tasks {
+            command.env("KILN_ONLY_TASKS", only);
+        }
+        command
             .env("DATABASE_URL", &db.url)
             .env("KILN_WORKER_ID", &self.id)
             .env("KILN_CONCURRENCY", self.concurrency.to_string())
