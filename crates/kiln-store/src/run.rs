@@ -329,19 +329,32 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// The run `$1` and its descendants (canceling a parent cancels its unfinished children).
+const RUN_TREE: &str = "tree AS (
+    SELECT $1::uuid AS id
+    UNION
+    SELECT c.id FROM kiln.runs c JOIN tree t ON c.parent_run_id = t.id
+     WHERE c.parent_run_id IS NOT NULL)";
+
 /// Cancels a run that has not finished. A waiting run leaves the queue at once; an executing run's
 /// worker is notified (channel `kiln_cancel`) and fires the run's cancellation token, and its lease
 /// (and concurrency slot) is held until the body has stopped.
 /// Its unfinished descendants are canceled with it.
 pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "WITH RECURSIVE tree AS (
-             -- The run and its descendants: canceling a parent cancels its unfinished children.
-             SELECT $1::uuid AS id
-             UNION
-             SELECT c.id FROM kiln.runs c JOIN tree t ON c.parent_run_id = t.id
-              WHERE c.parent_run_id IS NOT NULL
-         ),
+    let mut tx = pool.begin().await.map_err(db("canceling a run"))?;
+    // Lock order: `ready` rows before `runs` rows, as a claim takes them, so that a cancel and a
+    // claim of the same run cannot deadlock.
+    sqlx::query(&format!(
+        "WITH RECURSIVE {RUN_TREE}
+         SELECT rd.run_id FROM kiln.ready rd WHERE rd.run_id IN (SELECT id FROM tree)
+          ORDER BY rd.run_id FOR UPDATE"
+    ))
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db("canceling a run"))?;
+    let row: Option<(String, i64)> = sqlx::query_as(&format!(
+        "WITH RECURSIVE {RUN_TREE},
          target AS (SELECT r.id, r.status FROM kiln.runs r WHERE r.id IN (SELECT id FROM tree)
                      ORDER BY r.id FOR UPDATE),
          canceled AS (
@@ -359,12 +372,13 @@ pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
                      AND t.id IN (SELECT id FROM canceled))
          SELECT t.status::text,
                 (SELECT count(*) FROM canceled c WHERE c.id = $1) + 0 * (SELECT count(*) FROM told)
-           FROM target t WHERE t.id = $1",
-    )
+           FROM target t WHERE t.id = $1"
+    ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(db("canceling a run"))?;
+    tx.commit().await.map_err(db("canceling a run"))?;
     let Some((status, canceled)) = row else {
         return Ok(CancelOutcome::NotFound);
     };
