@@ -12,6 +12,8 @@ use crate::{CliResult, Failure};
 
 /// Database created on the private server for `kiln dev`.
 const DEV_DATABASE: &str = "kiln";
+/// Workspaces the example seeds.
+const DEMO_WORKSPACES: usize = 5;
 
 #[derive(Debug, Args)]
 pub(crate) struct DevArgs {
@@ -59,13 +61,27 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
     let client = Client::connect(&url)
         .await
         .map_err(|e| Failure::new(crate::ops::redact_error(e.to_string(), &url)))?;
-    let worker = kiln_quickstart::register(Worker::builder().pool(client.pool().clone()))
-        .concurrency(args.concurrency)
-        .build()
+    // The flagship example: Tuturuuu's calendar and scheduling tasks against a local calendar
+    // provider, with the full sync fanning out every minute.
+    let _provider = kiln_tuturuuu::start_demo(&client, DEMO_WORKSPACES)
         .await
         .map_err(Failure::new)?;
+    let worker = kiln_tuturuuu::register(kiln_quickstart::register(
+        Worker::builder().pool(client.pool().clone()),
+    ))
+    .concurrency(args.concurrency)
+    .build()
+    .await
+    .map_err(Failure::new)?;
+    if !args.no_feed {
+        kiln_tuturuuu::kick_off(&client)
+            .await
+            .map_err(Failure::new)?;
+    }
     println!(
-        "Worker {} runs tasks send-welcome-email and resize-image. Ctrl-C stops it.",
+        "Worker {} runs schedule-task, unified-schedule, google-calendar-sync and \
+         google-calendar-full-sync (every minute, one child run per workspace), plus \
+         send-welcome-email and resize-image. Ctrl-C stops it.",
         worker.id()
     );
 
@@ -94,6 +110,7 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
     }
     let _ = reporter.await;
     print_counts(&client).await;
+    print_example_counts(&client).await;
     if let Some(server) = server {
         if let Err(error) = server.stop() {
             eprintln!("warning: could not stop the private Postgres: {error}");
@@ -155,5 +172,25 @@ async fn print_counts(client: &Client) {
                 parts.join(", ")
             }
         );
+    }
+}
+
+/// What each Tuturuuu task did, printed when `kiln dev` stops.
+async fn print_example_counts(client: &Client) {
+    for task in [
+        "google-calendar-full-sync",
+        "google-calendar-sync",
+        "schedule-task",
+        "unified-schedule",
+    ] {
+        if let Ok(counts) = run_status_counts(client.pool(), Some(task)).await {
+            let parts: Vec<String> = counts
+                .iter()
+                .map(|(status, n)| format!("{n} {status}"))
+                .collect();
+            if !parts.is_empty() {
+                println!("  {task}: {}", parts.join(", "));
+            }
+        }
     }
 }

@@ -71,6 +71,21 @@ fn kiln_dev_without_database_url_starts_postgres_and_processes_runs() {
         completed >= 5,
         "kiln dev completed only {completed} runs: {last}"
     );
+    // The Tuturuuu example ran: the full sync fanned out one sync per seeded workspace.
+    let count = |task: &str| -> u32 {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{task}: ")))
+            .and_then(|rest| rest.split(", ").find_map(|p| p.strip_suffix(" completed")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        out.contains("Calendar provider: http://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(count("google-calendar-full-sync") >= 1, "{out}");
+    assert!(count("google-calendar-sync") >= 5, "{out}");
+    assert!(count("schedule-task") >= 5, "{out}");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 

@@ -193,15 +193,27 @@ pub async fn start_demo(client: &Client, workspaces: usize) -> Result<provider::
     Ok(provider)
 }
 
-/// After the worker registered the tasks: the full sync every minute, and one scheduling run per
-/// workspace now.
+/// After the worker registered the tasks: the full sync every minute (and one right now, so the
+/// fan-out shows at once), and one scheduling run per workspace.
 pub async fn kick_off(client: &Client) -> Result<(), String> {
-    client
+    let schedule = client
         .schedules()
         .create(
             CreateSchedule::for_task::<GoogleCalendarFullSync>("* * * * *")
                 .dedup_key("dev-full-sync-every-minute"),
         )
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = chrono::Utc::now();
+    client
+        .trigger::<GoogleCalendarFullSync>(kiln::ScheduleTick {
+            timestamp: now,
+            last_timestamp: None,
+            timezone: schedule.timezone.clone(),
+            schedule_id: schedule.id,
+            external_id: None,
+            upcoming: schedule.upcoming.clone(),
+        })
         .await
         .map_err(|e| e.to_string())?;
     let workspaces: Vec<String> =
