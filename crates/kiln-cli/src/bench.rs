@@ -21,6 +21,47 @@ pub(crate) enum BenchCommand {
     Throughput(ThroughputArgs),
     /// Enqueue-to-start latency: one run at a time into an idle worker.
     Latency(LatencyArgs),
+    /// One parent triggers N children with batch_trigger_and_wait: time until all complete and
+    /// the parent has resumed and completed.
+    Fanout(FanoutArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FanoutArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Children the parent triggers (batches of up to 1,000 each).
+    #[arg(long, default_value_t = 1_000)]
+    children: u32,
+    /// Runs the worker executes at once.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FanoutPayload {
+    children: u32,
+}
+
+task! {
+    /// Triggers `children` no-op children in batches and waits for all of them.
+    BenchParent {
+        id: "kiln-bench-parent",
+        max_duration: "1h",
+        run: async |ctx: Context, payload: FanoutPayload| -> Result<u32> {
+            let mut completed = 0;
+            let all: Vec<u64> = (0..u64::from(payload.children)).collect();
+            for chunk in all.chunks(kiln::MAX_BATCH_SIZE) {
+                let items = chunk.iter().map(|&i| kiln::BatchItem::new(NoopPayload { i })).collect();
+                let results = ctx.batch_trigger_and_wait::<BenchNoop>(items).await?;
+                completed += results.iter().filter(|r| r.is_ok()).count() as u32;
+            }
+            Ok(completed)
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +145,7 @@ pub(crate) async fn run(command: BenchCommand) -> CliResult {
     match command {
         BenchCommand::Throughput(args) => throughput(args).await,
         BenchCommand::Latency(args) => latency(args).await,
+        BenchCommand::Fanout(args) => fanout(args).await,
     }
 }
 
@@ -249,6 +291,84 @@ async fn latency(args: LatencyArgs) -> CliResult {
         );
     } else {
         println!("kiln enqueue->start latency ms: p50 {p50:.1} p95 {p95:.1} p99 {p99:.1}");
+    }
+    Ok(())
+}
+
+async fn fanout(args: FanoutArgs) -> CliResult {
+    if args.children == 0 {
+        return Err(Failure::usage("--children must be at least 1"));
+    }
+    let client = args.db.client().await?;
+    client.migrate().await?;
+    let pool = client.pool().clone();
+    for task in [BenchParent::ID, BenchNoop::ID] {
+        run_purge_task(&pool, task).await.map_err(Failure::new)?;
+    }
+    EXECUTED.store(0, Ordering::Release);
+    TARGET.store(u64::MAX, Ordering::Release);
+    let worker = Worker::builder()
+        .pool(pool.clone())
+        .register(BenchParent)
+        .register(BenchNoop)
+        .concurrency(args.concurrency)
+        .configure(|c| {
+            c.migrate = false;
+            c.poll_interval = Duration::from_millis(100);
+        })
+        .build()
+        .await
+        .map_err(Failure::new)?;
+    let shutdown = CancellationToken::new();
+    let running = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { worker.run_until(shutdown).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let parent = client
+        .trigger::<BenchParent>(FanoutPayload {
+            children: args.children,
+        })
+        .await?;
+    let mut children_done = None;
+    let run = loop {
+        let run = client.runs().retrieve(parent.id).await?;
+        if children_done.is_none()
+            && EXECUTED.load(Ordering::Acquire) >= u64::from(args.children)
+        {
+            children_done = Some(started.elapsed());
+        }
+        if run.status.is_final() {
+            break run;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err(Failure::new("the fan-out did not finish within 10 minutes"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let total = started.elapsed();
+    shutdown.cancel();
+    running.await.map_err(Failure::new)?.map_err(Failure::new)?;
+    if run.status != kiln::RunStatus::Completed || run.output != Some(args.children.into()) {
+        return Err(Failure::new(format!(
+            "the parent ended {} with output {:?}; expected all {} children completed",
+            run.status, run.output, args.children
+        )));
+    }
+    let children = children_done.unwrap_or(total);
+    if args.json {
+        table::json(&serde_json::json!({
+            "children": args.children, "concurrency": args.concurrency,
+            "children_done_ms": children.as_millis(), "parent_done_ms": total.as_millis(),
+        }));
+    } else {
+        println!("kiln fan-out children={} concurrency={}", args.children, args.concurrency);
+        println!(
+            "all children executed after {:.0} ms; parent resumed and completed after {:.0} ms",
+            children.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3
+        );
     }
     Ok(())
 }
