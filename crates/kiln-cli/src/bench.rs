@@ -334,9 +334,7 @@ async fn fanout(args: FanoutArgs) -> CliResult {
     let mut children_done = None;
     let run = loop {
         let run = client.runs().retrieve(parent.id).await?;
-        if children_done.is_none()
-            && EXECUTED.load(Ordering::Acquire) >= u64::from(args.children)
-        {
+        if children_done.is_none() && EXECUTED.load(Ordering::Acquire) >= u64::from(args.children) {
             children_done = Some(started.elapsed());
         }
         if run.status.is_final() {
@@ -363,7 +361,10 @@ async fn fanout(args: FanoutArgs) -> CliResult {
             "children_done_ms": children.as_millis(), "parent_done_ms": total.as_millis(),
         }));
     } else {
-        println!("kiln fan-out children={} concurrency={}", args.children, args.concurrency);
+        println!(
+            "kiln fan-out children={} concurrency={}",
+            args.children, args.concurrency
+        );
         println!(
             "all children executed after {:.0} ms; parent resumed and completed after {:.0} ms",
             children.as_secs_f64() * 1e3,

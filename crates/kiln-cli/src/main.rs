@@ -8,6 +8,7 @@
 mod bench;
 mod dev;
 mod ops;
+mod schedules;
 mod table;
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     /// Inspect and steer queues.
     #[command(subcommand)]
     Queues(ops::QueuesCommand),
+    /// Inspect and steer cron schedules.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// List the tasks workers have registered.
     #[command(subcommand)]
     Tasks(ops::TasksCommand),
@@ -85,7 +89,10 @@ impl Failure {
 impl From<kiln::ClientError> for Failure {
     fn from(error: kiln::ClientError) -> Self {
         match error {
-            kiln::ClientError::RunNotFound(_) => Self::not_found(error),
+            kiln::ClientError::RunNotFound(_)
+            | kiln::ClientError::ScheduleNotFound(_)
+            | kiln::ClientError::UnregisteredTask { .. } => Self::not_found(error),
+            kiln::ClientError::InvalidSchedule(_) => Self::usage(error),
             kiln::ClientError::NotWaiting { .. } => Self::conflict(error),
             kiln::ClientError::InvalidTrigger { .. } => Self::usage(error),
             kiln::ClientError::Store(kiln_store::StoreError::Invalid(ref m))
@@ -146,6 +153,7 @@ fn main() -> ExitCode {
                     Command::Migrate(args) => ops::migrate(args).await,
                     Command::Runs(c) => ops::runs(c).await,
                     Command::Queues(c) => ops::queues(c).await,
+                    Command::Schedules(c) => schedules::schedules(c).await,
                     Command::Tasks(c) => ops::tasks(c).await,
                     Command::Trigger(args) => ops::trigger(args).await,
                     Command::Dev(_) | Command::Bench(_) => unreachable!("handled above"),

@@ -216,3 +216,88 @@ async fn operators_trigger_inspect_pause_and_cancel_runs_from_the_cli() {
         stderr(&no_url)
     );
 }
+
+#[tokio::test]
+async fn operators_create_list_deactivate_and_delete_schedules_from_the_cli() {
+    use kiln::Task;
+    let url = test_database().await;
+    let client = kiln::Client::connect(&url).await.unwrap();
+    client.migrate().await.unwrap();
+    kiln_store::task::task_register(
+        client.pool(),
+        &kiln_tuturuuu::GoogleCalendarFullSync::DEFINITION,
+    )
+    .await
+    .unwrap();
+    let task = kiln_tuturuuu::GoogleCalendarFullSync::ID;
+
+    let bad = kiln(
+        &url,
+        &[
+            "schedules",
+            "create",
+            "--task",
+            task,
+            "--cron",
+            "0 25 * * *",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("\"0 25 * * *\"") && stderr(&bad).contains("hour field"),
+        "{}",
+        stderr(&bad)
+    );
+    let unknown = kiln(
+        &url,
+        &[
+            "schedules",
+            "create",
+            "--task",
+            "no-such-task",
+            "--cron",
+            "0 * * * *",
+        ],
+    );
+    assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
+
+    let created = json(&kiln(
+        &url,
+        &[
+            "schedules",
+            "create",
+            "--task",
+            task,
+            "--cron",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+            "--external-id",
+            "ws_1",
+            "--dedup-key",
+            "ws_1-nightly",
+            "--json",
+        ],
+    ));
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["timezone"], "Europe/Berlin");
+    assert_eq!(created["upcoming"].as_array().unwrap().len(), 5);
+
+    let listed = json(&kiln(&url, &["schedules", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let table = kiln(&url, &["schedules", "list"]);
+    assert!(stdout(&table).contains("30 2 * * *"), "{}", stdout(&table));
+
+    let off = kiln(&url, &["schedules", "deactivate", &id]);
+    assert!(off.status.success());
+    assert!(stdout(&off).contains("inactive"), "{}", stdout(&off));
+    let deleted = kiln(&url, &["schedules", "delete", &id]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let gone = kiln(&url, &["schedules", "show", &id]);
+    assert_eq!(gone.status.code(), Some(3));
+    assert!(
+        stderr(&gone).contains("does not exist"),
+        "{}",
+        stderr(&gone)
+    );
+}

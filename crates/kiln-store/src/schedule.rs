@@ -226,6 +226,17 @@ pub async fn schedule_sync_declarative(
     Ok(())
 }
 
+/// A due schedule as read for firing: id, task, pattern, timezone, external id, due tick, last tick.
+type DueSchedule = (
+    Uuid,
+    String,
+    String,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
 /// One tick a scheduler fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FiredTick {
@@ -255,15 +266,7 @@ pub async fn schedule_fire_due(
     let mut fired = Vec::new();
     for _ in 0..limit {
         let mut tx = pool.begin().await.map_err(db("firing schedules"))?;
-        let due: Option<(
-            Uuid,
-            String,
-            String,
-            String,
-            Option<String>,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-        )> = sqlx::query_as(
+        let due: Option<DueSchedule> = sqlx::query_as(
             "SELECT id, task_id, cron, timezone, external_id, next_run_at, last_run_at
                    FROM kiln.schedules
                   WHERE active AND next_run_at <= $1
