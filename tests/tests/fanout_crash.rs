@@ -97,3 +97,65 @@ async fn a_parent_retried_after_a_crash_reattaches_to_its_children() {
     }
     assert!(kiln_tests::stop_all(&mut [second, children_worker]).await);
 }
+
+#[tokio::test]
+async fn a_draining_worker_hands_a_waiting_parent_back_at_once() {
+    let (db, client) = registered().await;
+    let parent_worker = WorkerProcess::new("drain-parents-1", 4).only(&["fan-out"]);
+    let mut first = parent_worker.spawn(EXE, &db);
+    let children_worker = WorkerProcess::new("drain-children", 2)
+        .only(&["lone-child"])
+        .spawn(EXE, &db);
+    let parent = client
+        .trigger::<FanOut>(FanOutPayload {
+            children: 6,
+            child_sleep_ms: 500,
+            failing: vec![],
+            lone: true,
+            detached: false,
+        })
+        .await
+        .unwrap();
+    wait_for_status(&client, parent.id, RunStatus::Waiting).await;
+
+    // SIGTERM: the parent may wait far longer than the shutdown grace (10 s here); the worker
+    // hands it back at once instead of waiting for it.
+    let started = tokio::time::Instant::now();
+    kiln_tests::send_sigterm(&first).await;
+    assert!(first.wait().await.unwrap().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let handed_back = client.runs().retrieve(parent.id).await.unwrap();
+    assert_eq!(handed_back.status, RunStatus::Queued);
+
+    let second = WorkerProcess::new("drain-parents-2", 4)
+        .only(&["fan-out"])
+        .spawn(EXE, &db);
+    let done = wait_for_status(&client, parent.id, RunStatus::Completed).await;
+    let report: FanOutReport = serde_json::from_value(done.output.unwrap()).unwrap();
+    assert_eq!(
+        report.results,
+        (0..6).map(|n| Ok(n * 2)).collect::<Vec<_>>()
+    );
+    assert_eq!(done.attempt_list[0].status, "interrupted");
+    let children: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kiln.runs WHERE parent_run_id = $1")
+            .bind(parent.id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(children, 6);
+    let bodies: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM probe_intervals p JOIN kiln.runs r ON r.id = p.run_id
+          WHERE r.parent_run_id = $1",
+    )
+    .bind(parent.id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(bodies, 6, "each child ran once");
+    assert!(kiln_tests::stop_all(&mut [second, children_worker]).await);
+}

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::MAX_RESUME_BACKOFF;
+use crate::inflight::InFlight;
 
 /// Parents waiting in this process, woken when one of their children finishes.
 #[derive(Debug, Clone, Default)]
@@ -112,6 +113,7 @@ pub(crate) struct AttemptChildren {
     pub(crate) waiters: Waiters,
     pub(crate) slot: Arc<LocalSlot>,
     pub(crate) token: CancellationToken,
+    pub(crate) flight: Arc<InFlight>,
 }
 
 /// Unregisters a waiting parent however its wait ends.
@@ -184,6 +186,7 @@ impl AttemptChildren {
                 ));
             }
             self.slot.release();
+            self.flight.set_waiting(true);
             tracing::debug!(children = pending.len(), "waiting for child runs");
             while !pending.is_empty() {
                 tokio::select! {
@@ -191,6 +194,7 @@ impl AttemptChildren {
                     _ = tokio::time::sleep(self.poll) => {}
                     _ = self.token.cancelled() => {
                         self.give_back().await;
+                        self.flight.set_waiting(false);
                         return Err(self.stopped());
                     }
                 }
@@ -209,6 +213,12 @@ impl AttemptChildren {
 
     /// Takes a local slot, then a slot of the queue (within its limits), again.
     async fn resume(&self) -> Result<(), Error> {
+        let result = self.take_slots_again().await;
+        self.flight.set_waiting(false);
+        result
+    }
+
+    async fn take_slots_again(&self) -> Result<(), Error> {
         tokio::select! {
             _ = self.slot.reacquire() => {}
             _ = self.token.cancelled() => {

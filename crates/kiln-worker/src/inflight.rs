@@ -38,6 +38,8 @@ pub(crate) struct InFlight {
     reason: AtomicU8,
     /// The body has ended; its outcome waits for the completer.
     finished: AtomicBool,
+    /// The body waits on child runs (its slot given back).
+    waiting: AtomicBool,
 }
 
 impl InFlight {
@@ -47,6 +49,7 @@ impl InFlight {
             token: CancellationToken::new(),
             reason: AtomicU8::new(0),
             finished: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
         }
     }
 
@@ -66,6 +69,11 @@ impl InFlight {
     /// True once the body ended.
     pub(crate) fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
+    }
+
+    /// Records whether the body waits on child runs.
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
     }
 
     pub(crate) fn reason(&self) -> StopReason {
@@ -117,6 +125,20 @@ impl InFlightRuns {
 
     pub(crate) fn len(&self) -> usize {
         self.runs.lock().expect("in-flight map").len()
+    }
+
+    /// Stops the runs that wait on children (a draining worker hands them back at once: they
+    /// may wait far longer than the shutdown grace, and re-attach to their children when retried).
+    pub(crate) fn stop_waiting(&self, reason: StopReason) -> usize {
+        let runs = self.runs.lock().expect("in-flight map");
+        let waiting: Vec<_> = runs
+            .values()
+            .filter(|r| r.waiting.load(Ordering::Acquire))
+            .collect();
+        for run in &waiting {
+            run.stop(reason);
+        }
+        waiting.len()
     }
 
     pub(crate) fn stop_all(&self, reason: StopReason) {

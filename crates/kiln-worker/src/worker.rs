@@ -338,6 +338,7 @@ impl Worker {
                             waiters: waiters.clone(),
                             slot: Arc::clone(&slot),
                             token: flight.token.clone(),
+                            flight: Arc::clone(&flight),
                         });
                         let span = run_span(&run);
                         let registry = inner.registry.clone();
@@ -388,6 +389,13 @@ impl Worker {
             in_flight = inflight.len(),
             "worker stopping: no new claims; draining"
         );
+        let handed_back = inflight.stop_waiting(StopReason::Shutdown);
+        if handed_back > 0 {
+            tracing::info!(
+                runs = handed_back,
+                "handing back runs that wait on children"
+            );
+        }
         let drained = tokio::time::timeout(config.shutdown_grace, async {
             while bodies.join_next().await.is_some() {}
         })
