@@ -230,6 +230,25 @@ pub struct ChildPayload {
     pub fail: bool,
 }
 
+/// A child's body: records its interval, then returns its number doubled, or aborts.
+async fn child(ctx: &Context, payload: &ChildPayload) -> Result<u32> {
+    probe(
+        ctx,
+        &ProbePayload {
+            sleep_ms: payload.sleep_ms,
+            fail_first: false,
+        },
+    )
+    .await?;
+    if payload.fail {
+        return Err(Error::abort(format!(
+            "child {} fails on purpose",
+            payload.n
+        )));
+    }
+    Ok(payload.n * 2)
+}
+
 task! {
     /// A child in queue `family` (limit 2, shared with its parent): records its interval, then
     /// returns its number doubled, or aborts.
@@ -237,13 +256,7 @@ task! {
         id: "family-child",
         queue: { name: "family", concurrency_limit: 2 },
         retry: { max_attempts: 1 },
-        run: async |ctx: Context, payload: ChildPayload| -> Result<u32> {
-            probe(&ctx, &ProbePayload { sleep_ms: payload.sleep_ms, fail_first: false }).await?;
-            if payload.fail {
-                return Err(Error::abort(format!("child {} fails on purpose", payload.n)));
-            }
-            Ok(payload.n * 2)
-        }
+        run: async |ctx: Context, payload: ChildPayload| -> Result<u32> { child(&ctx, &payload).await }
     }
 }
 
@@ -253,13 +266,7 @@ task! {
         id: "lone-child",
         queue: { concurrency_limit: 2 },
         retry: { max_attempts: 1 },
-        run: async |ctx: Context, payload: ChildPayload| -> Result<u32> {
-            probe(&ctx, &ProbePayload { sleep_ms: payload.sleep_ms, fail_first: false }).await?;
-            if payload.fail {
-                return Err(Error::abort(format!("child {} fails on purpose", payload.n)));
-            }
-            Ok(payload.n * 2)
-        }
+        run: async |ctx: Context, payload: ChildPayload| -> Result<u32> { child(&ctx, &payload).await }
     }
 }
 

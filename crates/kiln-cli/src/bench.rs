@@ -141,6 +141,30 @@ task! {
     }
 }
 
+/// A worker running in the benchmark's process until stopped.
+struct BenchWorker {
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<std::result::Result<(), kiln::WorkerError>>,
+}
+
+impl BenchWorker {
+    fn start(worker: Worker) -> Self {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move { worker.run_until(token).await });
+        Self { shutdown, handle }
+    }
+
+    /// Drains the worker and returns how it ended.
+    async fn stop(self) -> CliResult {
+        self.shutdown.cancel();
+        self.handle
+            .await
+            .map_err(Failure::new)?
+            .map_err(Failure::new)
+    }
+}
+
 pub(crate) async fn run(command: BenchCommand) -> CliResult {
     match command {
         BenchCommand::Throughput(args) => throughput(args).await,
@@ -191,19 +215,14 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
         .build()
         .await
         .map_err(Failure::new)?;
-    let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let running = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { worker.run_until(shutdown).await })
-    };
+    let running = BenchWorker::start(worker);
     let executed = ALL_EXECUTED.notified();
     if EXECUTED.load(Ordering::Acquire) < u64::from(args.runs) {
         executed.await;
     }
     let bodies = started.elapsed();
-    shutdown.cancel();
-    running.await.map_err(Failure::new)?.map_err(Failure::new)?;
+    running.stop().await?;
     let execute = started.elapsed();
 
     let counts = run_status_counts(&pool, Some(BenchNoop::ID))
@@ -260,11 +279,7 @@ async fn latency(args: LatencyArgs) -> CliResult {
         .build()
         .await
         .map_err(Failure::new)?;
-    let shutdown = CancellationToken::new();
-    let running = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { worker.run_until(shutdown).await })
-    };
+    let running = BenchWorker::start(worker);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut samples = Vec::with_capacity(args.samples);
     for _ in 0..args.samples {
@@ -280,8 +295,7 @@ async fn latency(args: LatencyArgs) -> CliResult {
         samples.push(ms);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    shutdown.cancel();
-    running.await.map_err(Failure::new)?.map_err(Failure::new)?;
+    running.stop().await?;
     samples.sort_by(f64::total_cmp);
     let pick = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     let (p50, p95, p99) = (pick(0.5), pick(0.95), pick(0.99));
@@ -319,11 +333,7 @@ async fn fanout(args: FanoutArgs) -> CliResult {
         .build()
         .await
         .map_err(Failure::new)?;
-    let shutdown = CancellationToken::new();
-    let running = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { worker.run_until(shutdown).await })
-    };
+    let running = BenchWorker::start(worker);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let parent = client
@@ -346,8 +356,7 @@ async fn fanout(args: FanoutArgs) -> CliResult {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let total = started.elapsed();
-    shutdown.cancel();
-    running.await.map_err(Failure::new)?.map_err(Failure::new)?;
+    running.stop().await?;
     if run.status != kiln::RunStatus::Completed || run.output != Some(args.children.into()) {
         return Err(Failure::new(format!(
             "the parent ended {} with output {:?}; expected all {} children completed",

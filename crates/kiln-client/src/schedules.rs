@@ -164,9 +164,7 @@ impl<'a> Schedules<'a> {
             dedup_key: schedule.dedup_key,
             active: true,
         };
-        let (saved, _created) =
-            schedule_upsert(self.pool, &spec, parsed.next_after(Utc::now())).await?;
-        Ok(saved)
+        Ok(schedule_upsert(self.pool, &spec, parsed.next_after(Utc::now())).await?)
     }
 
     /// One schedule.

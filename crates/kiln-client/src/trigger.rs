@@ -3,9 +3,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use kiln_core::{TaskDefinition, TriggerOptions};
 use kiln_store::run::{run_insert_many, RunSpec};
 use sqlx::{PgConnection, PgPool};
@@ -48,19 +46,6 @@ impl std::fmt::Debug for Trigger<'_> {
     }
 }
 
-/// Setters that forward to [`TriggerOptions`]'s, so options chain on the trigger itself.
-macro_rules! forward_options {
-    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty);)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, $arg: $ty) -> Self {
-                self.options = self.options.$name($arg);
-                self
-            }
-        )*
-    };
-}
-
 impl<'a> Trigger<'a> {
     pub(crate) fn new(
         target: Target<'a>,
@@ -83,32 +68,7 @@ impl<'a> Trigger<'a> {
         self
     }
 
-    forward_options! {
-        /// Gives the run its own copy of the queue's limit for this key (e.g. a workspace id).
-        concurrency_key(key: impl Into<String>);
-        /// A second trigger with this live key returns the existing run.
-        idempotency_key(key: impl Into<String>);
-        /// How long the idempotency key dedupes (30 days by default).
-        idempotency_key_ttl(ttl: Duration);
-        /// Starts the run no earlier than this long from now.
-        delay(delay: Duration);
-        /// Starts the run no earlier than this instant.
-        delay_until(at: DateTime<Utc>);
-        /// Expires the run if it has not started this long after it became available.
-        ttl(ttl: Duration);
-        /// Head start in the queue order (whole seconds).
-        priority(head_start: Duration);
-        /// Adds a tag (at most 10).
-        tag(tag: impl Into<String>);
-        /// Free-form JSON kept with the run.
-        metadata(metadata: serde_json::Value);
-        /// Attempts in all, overriding the task's retry policy.
-        max_attempts(attempts: u32);
-        /// Maximum duration of one attempt, overriding the task's.
-        max_duration(limit: Duration);
-        /// Runs in this queue instead of the task's.
-        queue(queue: impl Into<String>);
-    }
+    kiln_core::__kiln_forward_trigger_options!();
 
     /// Triggers even if no worker has ever registered the task id.
     pub fn allow_unregistered(mut self) -> Self {

@@ -10,9 +10,7 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -130,18 +128,6 @@ impl<T: Task, Mode> std::fmt::Debug for ChildTrigger<'_, T, Mode> {
     }
 }
 
-macro_rules! forward_child_options {
-    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty);)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, $arg: $ty) -> Self {
-                self.options = self.options.$name($arg);
-                self
-            }
-        )*
-    };
-}
-
 impl<'a, T: Task, Mode> ChildTrigger<'a, T, Mode> {
     pub(crate) fn new(ctx: &'a Context, payload: T::Payload) -> Self {
         Self {
@@ -158,30 +144,7 @@ impl<'a, T: Task, Mode> ChildTrigger<'a, T, Mode> {
         self
     }
 
-    forward_child_options! {
-        /// Gives the child its own copy of the queue's limit for this key (e.g. a workspace id).
-        concurrency_key(key: impl Into<String>);
-        /// Replaces the key derived from the parent and call order.
-        idempotency_key(key: impl Into<String>);
-        /// Starts the child no earlier than this long from now.
-        delay(delay: Duration);
-        /// Starts the child no earlier than this instant.
-        delay_until(at: DateTime<Utc>);
-        /// Expires the child if it has not started this long after it became available.
-        ttl(ttl: Duration);
-        /// Head start in the queue order (whole seconds).
-        priority(head_start: Duration);
-        /// Adds a tag (at most 10).
-        tag(tag: impl Into<String>);
-        /// Free-form JSON kept with the child.
-        metadata(metadata: serde_json::Value);
-        /// Attempts in all, overriding the child task's retry policy.
-        max_attempts(attempts: u32);
-        /// Maximum duration of one attempt, overriding the child task's.
-        max_duration(limit: Duration);
-        /// Runs the child in this queue instead of its task's.
-        queue(queue: impl Into<String>);
-    }
+    crate::__kiln_forward_trigger_options!();
 }
 
 impl<'a, T: Task> IntoFuture for ChildTrigger<'a, T, Detached> {

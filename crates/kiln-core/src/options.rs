@@ -187,3 +187,48 @@ impl<P> BatchItem<P> {
         Self { payload, options }
     }
 }
+
+/// Setters on a trigger builder (any struct with an `options: TriggerOptions` field) that forward
+/// to [`TriggerOptions`]'s, so options chain on the trigger itself. Used by the client's and the
+/// context's trigger builders.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kiln_forward_trigger_options {
+    () => {
+        $crate::__kiln_forward_trigger_options! {
+            /// Gives the run its own copy of the queue's limit for this key (e.g. a workspace id).
+            concurrency_key(key: impl Into<String>);
+            /// A second trigger with this live key returns the existing run.
+            idempotency_key(key: impl Into<String>);
+            /// How long the idempotency key dedupes (30 days by default).
+            idempotency_key_ttl(ttl: ::std::time::Duration);
+            /// Starts the run no earlier than this long from now.
+            delay(delay: ::std::time::Duration);
+            /// Starts the run no earlier than this instant.
+            delay_until(at: ::chrono::DateTime<::chrono::Utc>);
+            /// Expires the run if it has not started this long after it became available.
+            ttl(ttl: ::std::time::Duration);
+            /// Head start in the queue order (whole seconds).
+            priority(head_start: ::std::time::Duration);
+            /// Adds a tag (at most 10).
+            tag(tag: impl Into<String>);
+            /// Free-form JSON kept with the run.
+            metadata(metadata: ::serde_json::Value);
+            /// Attempts in all, overriding the task's retry policy.
+            max_attempts(attempts: u32);
+            /// Maximum duration of one attempt, overriding the task's.
+            max_duration(limit: ::std::time::Duration);
+            /// Runs in this queue instead of the task's.
+            queue(queue: impl Into<String>);
+        }
+    };
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $arg: $ty) -> Self {
+                self.options = self.options.$name($arg);
+                self
+            }
+        )*
+    };
+}

@@ -66,7 +66,7 @@ pub async fn schedule_upsert(
     pool: &Pool,
     spec: &ScheduleSpec,
     next_run_at: Option<DateTime<Utc>>,
-) -> Result<(Schedule, bool)> {
+) -> Result<Schedule> {
     let row = sqlx::query(&format!(
         "INSERT INTO kiln.schedules AS s (task_id, cron, timezone, external_id, dedup_key, active,
                                           next_run_at)
@@ -78,7 +78,7 @@ pub async fn schedule_upsert(
                                      AND s.active AND excluded.active
                                 THEN s.next_run_at ELSE excluded.next_run_at END,
              updated_at = now()
-         RETURNING {SCHEDULE_COLUMNS}, (xmax = 0) AS created"
+         RETURNING {SCHEDULE_COLUMNS}"
     ))
     .bind(&spec.task_id)
     .bind(&spec.cron)
@@ -90,11 +90,7 @@ pub async fn schedule_upsert(
     .fetch_one(pool)
     .await
     .map_err(db("saving a schedule"))?;
-    let created: bool = row.try_get("created").map_err(db("saving a schedule"))?;
-    Ok((
-        schedule_from_row(&row, Utc::now()).map_err(db("saving a schedule"))?,
-        created,
-    ))
+    schedule_from_row(&row, Utc::now()).map_err(db("saving a schedule"))
 }
 
 /// Rewrites a schedule's editable fields. Returns `None` when no schedule has this id.
@@ -301,7 +297,8 @@ pub async fn schedule_fire_due(
         let tick = parsed
             .last_at_or_before(now, due_at - chrono::Duration::microseconds(1))
             .unwrap_or(due_at);
-        let next_run_at = parsed.next_after(tick.max(now));
+        // `tick` is the latest tick at or before now, so this is the one after it.
+        let next_run_at = parsed.next_after(now);
         let payload = ScheduleTick {
             timestamp: tick,
             last_timestamp: last_run_at,

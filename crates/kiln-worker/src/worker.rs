@@ -294,17 +294,13 @@ impl Worker {
                 }
             }
             // Reserve the slots first: a waiting parent may take one back at any moment.
-            let mut permits = Vec::new();
-            while permits.len() < config.claim_batch {
-                match Arc::clone(&slots).try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
-            let free = permits.len();
+            let free = slots.available_permits().min(config.claim_batch);
             if free == 0 {
                 continue;
             }
+            let Ok(mut reserved) = Arc::clone(&slots).try_acquire_many_owned(free as u32) else {
+                continue;
+            };
             let claim = lease_claim(
                 &inner.pool,
                 &inner.worker_id,
@@ -318,10 +314,8 @@ impl Worker {
                 Ok(claim) => {
                     error_backoff = Duration::from_millis(50);
                     more_waiting = claim.runs.len() == free;
-                    // Slots reserved but not filled go back now (dropping the permits).
-                    permits.truncate(claim.runs.len());
                     for run in claim.runs {
-                        let permit = permits.pop().expect("claimed within reserved slots");
+                        let permit = reserved.split(1).expect("claimed within reserved slots");
                         let slot = Arc::new(LocalSlot::new(
                             permit,
                             Arc::clone(&slots),
@@ -367,6 +361,8 @@ impl Worker {
                             .instrument(span),
                         );
                     }
+                    // Slots reserved but not filled go back now.
+                    drop(reserved);
                     if claim.contended && !more_waiting {
                         more_waiting = true;
                         tokio::time::sleep(CONTENDED_RETRY.mul_f64(1.0 + fastrand::f64())).await;

@@ -46,8 +46,19 @@ pub struct FullSyncReport {
 
 /// Places a workspace's unscheduled tasks (or all of them, with `replan`) into free 15-minute
 /// aligned slots of working hours (09:00–17:00 UTC) over the next two weeks, around its
-/// calendar events and the tasks already placed. Returns how many tasks were placed.
-async fn plan(ws_id: &str, replan: bool) -> Result<u32> {
+/// calendar events and the tasks already placed. The result counts the tasks placed.
+async fn plan(ws_id: String, replan: bool) -> Result<WorkspaceResult> {
+    let placed = place_tasks(&ws_id, replan).await?;
+    Ok(WorkspaceResult {
+        ws_id,
+        success: true,
+        error: None,
+        changed: placed,
+        deleted: 0,
+    })
+}
+
+async fn place_tasks(ws_id: &str, replan: bool) -> Result<u32> {
     let app = app()?;
     let mut tx = app.pool.begin().await?;
     // One planner per workspace at a time, whatever the queue: the placement reads then writes.
@@ -120,8 +131,7 @@ task! {
         retry: { max_attempts: 3, factor: 2.0, min_timeout: "1s", max_timeout: "60s" },
         max_duration: "5m",
         run: async |_ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceResult> {
-            let placed = plan(&payload.ws_id, false).await?;
-            Ok(WorkspaceResult { ws_id: payload.ws_id, success: true, error: None, changed: placed, deleted: 0 })
+            plan(payload.ws_id, false).await
         }
     }
 }
@@ -134,8 +144,7 @@ task! {
         retry: { max_attempts: 3, factor: 2.0, min_timeout: "1s", max_timeout: "60s" },
         max_duration: "5m",
         run: async |_ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceResult> {
-            let placed = plan(&payload.ws_id, true).await?;
-            Ok(WorkspaceResult { ws_id: payload.ws_id, success: true, error: None, changed: placed, deleted: 0 })
+            plan(payload.ws_id, true).await
         }
     }
 }
