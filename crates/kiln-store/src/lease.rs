@@ -126,12 +126,18 @@ pub async fn lease_claim(
 pub struct HeartbeatAck {
     /// The run.
     pub run_id: Uuid,
+    /// True when the lease was extended; false when another statement held its row at that
+    /// moment (a completion or a rescue of it under way): the lease is still held, but not
+    /// extended by this beat.
+    pub extended: bool,
     /// True when the run was canceled and its body should stop.
     pub canceled: bool,
 }
 
-/// Extends the leases `worker_id` holds on `(run, attempt)` pairs to `now + lease`. Returns the
-/// leases still held; a lease missing from the answer was lost (rescued after a stall).
+/// Extends the leases `worker_id` holds on `(run, attempt)` pairs to `now + lease`, and the waits
+/// of parents that wait on children. Never waits for a row lock: rows locked by another statement
+/// are skipped and answered with `extended: false`. Returns the leases still held; a lease
+/// missing from the answer was lost (rescued after a stall) or already ended.
 pub async fn lease_heartbeat(
     pool: &Pool,
     worker_id: &str,
@@ -142,21 +148,47 @@ pub async fn lease_heartbeat(
         .iter()
         .map(|(id, attempt)| (*id, *attempt as i32))
         .unzip();
-    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-        "WITH extended AS (
+    // Lock order (docs/architecture.md): leases, then waits, each ORDER BY run_id; SKIP LOCKED,
+    // so the heartbeat can never be part of a deadlock.
+    let rows: Vec<(Uuid, bool, bool)> = sqlx::query_as(
+        "WITH held AS (
+             SELECT * FROM unnest($2::uuid[], $3::int[]) AS h(run_id, attempt)
+         ),
+         lease_rows AS MATERIALIZED (
+             SELECT l.run_id FROM kiln.leases l JOIN held h USING (run_id, attempt)
+              WHERE l.worker_id = $1
+              ORDER BY l.run_id
+                FOR UPDATE OF l SKIP LOCKED
+         ),
+         extended AS (
              UPDATE kiln.leases l SET expires_at = now() + $4 * interval '1 millisecond'
-               FROM unnest($2::uuid[], $3::int[]) AS h(run_id, attempt)
-              WHERE l.run_id = h.run_id AND l.attempt = h.attempt AND l.worker_id = $1
-             RETURNING l.run_id),
+               FROM lease_rows k WHERE l.run_id = k.run_id
+             RETURNING l.run_id
+         ),
          -- Parents waiting on children hold their lease in kiln.waits.
+         wait_rows AS MATERIALIZED (
+             SELECT w.run_id FROM kiln.waits w JOIN held h USING (run_id, attempt)
+              WHERE w.worker_id = $1
+              ORDER BY w.run_id
+                FOR UPDATE OF w SKIP LOCKED
+         ),
          waiting AS (
              UPDATE kiln.waits w SET expires_at = now() + $4 * interval '1 millisecond'
-               FROM unnest($2::uuid[], $3::int[]) AS h(run_id, attempt)
-              WHERE w.run_id = h.run_id AND w.attempt = h.attempt AND w.worker_id = $1
-             RETURNING w.run_id)
-         SELECT e.run_id, r.status = 'canceled'
-           FROM (SELECT run_id FROM extended UNION ALL SELECT run_id FROM waiting) e
-           JOIN kiln.runs r ON r.id = e.run_id",
+               FROM wait_rows k WHERE w.run_id = k.run_id
+             RETURNING w.run_id
+         ),
+         -- What the statement's snapshot holds, locked by others or not.
+         present AS (
+             SELECT l.run_id FROM kiln.leases l JOIN held h USING (run_id, attempt)
+              WHERE l.worker_id = $1
+             UNION ALL
+             SELECT w.run_id FROM kiln.waits w JOIN held h USING (run_id, attempt)
+              WHERE w.worker_id = $1
+         )
+         SELECT p.run_id,
+                p.run_id IN (SELECT run_id FROM extended UNION ALL SELECT run_id FROM waiting),
+                r.status = 'canceled'
+           FROM present p JOIN kiln.runs r ON r.id = p.run_id",
     )
     .bind(worker_id)
     .bind(&ids)
@@ -167,7 +199,11 @@ pub async fn lease_heartbeat(
     .map_err(db("extending leases"))?;
     Ok(rows
         .into_iter()
-        .map(|(run_id, canceled)| HeartbeatAck { run_id, canceled })
+        .map(|(run_id, extended, canceled)| HeartbeatAck {
+            run_id,
+            extended,
+            canceled,
+        })
         .collect())
 }
 
@@ -238,10 +274,17 @@ pub async fn lease_complete_many(
                  AS e(run_id, attempt, outcome, final_status, output, error, retry_at, released)
          ),
          now AS (SELECT coalesce($10, now()) AS at),
+         -- Lock order (docs/architecture.md): leases, then runs, each ORDER BY its key. A lease
+         -- extended while the rescuer waited for its lock is re-checked and left alone.
+         lease_rows AS MATERIALIZED (
+             SELECT l.run_id FROM kiln.leases l JOIN ended e USING (run_id, attempt)
+              WHERE NOT $9 OR l.expires_at < (SELECT at FROM now)
+              ORDER BY l.run_id
+                FOR UPDATE OF l
+         ),
          fenced AS (
-             DELETE FROM kiln.leases l USING ended e
-              WHERE l.run_id = e.run_id AND l.attempt = e.attempt
-                AND (NOT $9 OR l.expires_at < (SELECT at FROM now))
+             DELETE FROM kiln.leases l USING ended e, lease_rows k
+              WHERE l.run_id = k.run_id AND l.run_id = e.run_id AND l.attempt = e.attempt
              -- Carry the outcome along, so nothing below joins back to `ended` (whose row
              -- count the planner cannot estimate).
              RETURNING l.run_id, l.attempt, l.worker_id, l.started_at, l.task_id, l.queue,
@@ -252,6 +295,11 @@ pub async fn lease_complete_many(
              INSERT INTO kiln.attempts (run_id, number, worker_id, status, started_at, finished_at, error)
              SELECT f.run_id, f.attempt, f.worker_id, f.outcome, f.started_at, (SELECT at FROM now), f.error
                FROM fenced f
+         ),
+         run_rows AS MATERIALIZED (
+             SELECT r.id FROM kiln.runs r WHERE r.id IN (SELECT f.run_id FROM fenced f)
+              ORDER BY r.id
+                FOR UPDATE OF r
          ),
          updated AS (
              UPDATE kiln.runs r SET
@@ -269,8 +317,8 @@ pub async fn lease_complete_many(
                                              AND f.final_status <> 'completed' THEN NULL
                                         ELSE r.idempotency_key END,
                  updated_at = (SELECT at FROM now)
-               FROM fenced f
-              WHERE r.id = f.run_id
+               FROM fenced f, run_rows k
+              WHERE r.id = f.run_id AND k.id = r.id
              RETURNING r.id, r.status, r.priority_s, r.available_at, f.task_id, f.queue,
                        f.concurrency_key, r.parent_run_id
          ),

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schedules_and_waits",
         sql: include_str!("../../../migrations/0003_schedules_and_waits.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lock_order",
+        sql: include_str!("../../../migrations/0004_lock_order.sql"),
+    },
 ];
 
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).

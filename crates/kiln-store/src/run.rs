@@ -476,7 +476,13 @@ pub enum RescheduleOutcome {
 /// new time.
 pub async fn run_reschedule(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<RescheduleOutcome> {
     let row: Option<(String, bool)> = sqlx::query_as(
-        "WITH target AS (SELECT id, status, available_at, expires_at FROM kiln.runs WHERE id = $1 FOR UPDATE),
+        // Lock order (docs/architecture.md): the `ready` row before the `runs` row, as a claim
+        // takes them.
+        "WITH queued AS MATERIALIZED (SELECT run_id FROM kiln.ready WHERE run_id = $1 FOR UPDATE),
+         target AS MATERIALIZED (
+             SELECT r.id, r.status, r.available_at, r.expires_at FROM kiln.runs r
+              WHERE r.id = $1 AND (SELECT count(*) FROM queued) >= 0
+                FOR UPDATE OF r),
          moved AS (
              UPDATE kiln.ready rd
                 SET available_at = $2,
