@@ -159,6 +159,29 @@ task! {
     }
 }
 
+/// Which part of an attempt's outcome holds a character Postgres cannot store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnstorablePayload {
+    /// `"output"`: the body returns an output holding `\u0000`; `"error"`: its error message
+    /// holds one; anything else: a clean output.
+    pub nul_in: String,
+}
+
+task! {
+    /// Returns an outcome the database refuses (a `\u0000` in a string) when asked to.
+    pub Unstorable {
+        id: "unstorable",
+        retry: { max_attempts: 2, min_timeout: "50ms", randomize: false },
+        run: async |_ctx: Context, payload: UnstorablePayload| -> Result<String> {
+            match payload.nul_in.as_str() {
+                "output" => Ok("before\u{0}after".to_owned()),
+                "error" => Err(Error::abort("provider said \u{0} and hung up")),
+                _ => Ok("clean".to_owned()),
+            }
+        }
+    }
+}
+
 task! {
     /// Aborts: fails at once whatever attempts remain.
     pub Aborting {
@@ -401,6 +424,7 @@ pub fn register_only(builder: kiln::WorkerBuilder, only: Option<&[String]>) -> k
         Echo,
         Flaky,
         Aborting,
+        Unstorable,
         Panicking,
         Overrunning,
         Patient,

@@ -565,3 +565,60 @@ async fn reschedule_moves_a_waiting_run_and_refuses_a_finished_one() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_the_database_refuses_fails_its_run_and_wedges_nothing() {
+    let (db, client) = registered().await;
+    let payload = |nul_in: &str| {
+        BatchItem::new(UnstorablePayload {
+            nul_in: nul_in.into(),
+        })
+    };
+    // Bad and clean outcomes finish together, so they share completion batches.
+    let mut items = vec![payload("output"), payload("error")];
+    items.extend((0..30).map(|_| payload("none")));
+    let handles = client.batch_trigger::<Unstorable>(items).await.unwrap();
+    let worker = InProcessWorker::start(&db, "w1", 32).await;
+
+    let bad_output = wait_for_status(&client, handles[0].id, RunStatus::Failed).await;
+    let error = bad_output.error.expect("an error is recorded");
+    assert_eq!(error.kind, ErrorKind::Unstorable);
+    assert!(
+        error.message.starts_with("output could not be stored:"),
+        "{}",
+        error.message
+    );
+    assert_eq!(bad_output.output, None);
+    assert_eq!(
+        bad_output.attempts, 1,
+        "an unstorable output is not retried"
+    );
+
+    let bad_error = wait_for_status(&client, handles[1].id, RunStatus::Failed).await;
+    let error = bad_error.error.expect("an error is recorded");
+    assert_eq!(error.kind, ErrorKind::Unstorable);
+    assert!(
+        error.message.starts_with("error could not be stored:")
+            && error.message.contains("provider said \u{FFFD} and hung up"),
+        "{}",
+        error.message
+    );
+    for handle in &handles[2..] {
+        let run = wait_for_status(&client, handle.id, RunStatus::Completed).await;
+        assert_eq!(run.output, Some(serde_json::json!("clean")));
+    }
+    // Nothing stays held, and the worker goes on completing runs.
+    let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.leases")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(leases, 0);
+    let later = client
+        .trigger::<Unstorable>(UnstorablePayload {
+            nul_in: "none".into(),
+        })
+        .await
+        .unwrap();
+    wait_for_status(&client, later.id, RunStatus::Completed).await;
+    worker.stop().await;
+}

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Expired,
     /// No registered task on the worker matches the run.
     SystemFailure,
+    /// The attempt's output or error could not be stored (for example a string holding
+    /// `\u0000`, which Postgres cannot keep): the run fails without retry.
+    Unstorable,
 }
 
 /// An error as stored in `runs.error` and `attempts.error`: kind, message and cause chain.

@@ -42,6 +42,47 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// True when trying the same call again later may succeed: the database could not be
+    /// reached, was shutting down or starting, ran out of resources, or asked the transaction to
+    /// be retried (serialization failure, deadlock victim). False when it refused the statement
+    /// for what it contained.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database {
+                source: sqlx::Error::Database(e),
+                ..
+            } => e.code().is_some_and(|code| {
+                // 08: connection exception, 40: transaction rollback, 53: insufficient
+                // resources, 57: operator intervention, 58: system error.
+                ["08", "40", "53", "57", "58"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+            }),
+            Self::Database { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// What the database said, without the statement or its parameters: the message of a
+    /// database error (and its detail), else this error's own text.
+    pub fn database_message(&self) -> String {
+        if let Self::Database {
+            source: sqlx::Error::Database(e),
+            ..
+        } = self
+        {
+            let detail = e
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.detail())
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            return format!("{}{detail}", e.message());
+        }
+        self.to_string()
+    }
+}
+
 /// Maps a driver error raised while doing `action`, recognizing Kiln's own SQLSTATEs.
 pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| {

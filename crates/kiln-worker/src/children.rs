@@ -21,8 +21,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::MAX_RESUME_BACKOFF;
+use crate::config::{FIRST_RESUME_BACKOFF, MAX_RESUME_BACKOFF};
 use crate::inflight::InFlight;
+use crate::retry::Backoff;
 
 /// Parents waiting in this process, woken when one of their children finishes.
 #[derive(Debug, Clone, Default)]
@@ -148,12 +149,13 @@ impl AttemptChildren {
 
     /// Takes the lease back regardless of limits, so the attempt's end can be recorded.
     async fn give_back(&self) {
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         for _ in 0..3 {
             match wait_resume(&self.pool, self.run_id, self.attempt, self.lease, true).await {
                 Ok(_) => return,
                 Err(error) => {
                     tracing::warn!(%error, "taking a waiting run's lease back failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
@@ -226,7 +228,7 @@ impl AttemptChildren {
                 return Err(self.stopped());
             }
         }
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = Backoff::capped(FIRST_RESUME_BACKOFF, MAX_RESUME_BACKOFF);
         loop {
             match wait_resume(&self.pool, self.run_id, self.attempt, self.lease, false).await {
                 Ok(Resume::Resumed) => return Ok(()),
@@ -241,15 +243,10 @@ impl AttemptChildren {
                     tracing::warn!(%error, "resuming after the children failed; retrying")
                 }
             }
-            let jittered = backoff.mul_f64(1.0 + fastrand::f64());
-            tokio::select! {
-                _ = tokio::time::sleep(jittered) => {}
-                _ = self.token.cancelled() => {
-                    self.give_back().await;
-                    return Err(self.stopped());
-                }
+            if !backoff.wait(&self.token).await {
+                self.give_back().await;
+                return Err(self.stopped());
             }
-            backoff = (backoff * 2).min(MAX_RESUME_BACKOFF);
         }
     }
 }

@@ -29,6 +29,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// Schedules one scheduler pass fires at most.
 pub const DEFAULT_SCHEDULE_BATCH: u32 = 100;
+/// First pause before a waiting parent tries again to take a slot in a full queue.
+pub const FIRST_RESUME_BACKOFF: Duration = Duration::from_millis(20);
 /// Longest pause between a waiting parent's attempts to take a slot again in a full queue.
 pub const MAX_RESUME_BACKOFF: Duration = Duration::from_millis(500);
 /// Under a backlog, how long the fetch loop waits for half a batch of slots to free up before

@@ -28,6 +28,7 @@ mod execute;
 mod inflight;
 mod maintenance;
 mod registry;
+mod retry;
 mod worker;
 
 pub use config::*;

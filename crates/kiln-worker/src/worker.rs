@@ -17,17 +17,20 @@ use uuid::Uuid;
 
 use crate::children::{AttemptChildren, LocalSlot, Waiters};
 use crate::completer::run_completer;
-use crate::config::{WorkerConfig, CLAIM_GATHER, CONTENDED_RETRY, MAX_ERROR_BACKOFF};
+use crate::config::{WorkerConfig, CLAIM_GATHER, CONTENDED_RETRY};
 use crate::execute::execute;
 use crate::inflight::{InFlightRuns, StopReason};
 use crate::maintenance::run_maintenance;
 use crate::registry::Registry;
+use crate::retry::{Backoff, FIRST_ERROR_BACKOFF};
 use crate::WorkerError;
 
 /// Channel on which inserts into `kiln.ready` are announced.
 const READY_CHANNEL: &str = "kiln_ready";
 /// Channel on which cancels of executing runs are announced.
 const CANCEL_CHANNEL: &str = "kiln_cancel";
+/// The first pause after the notification connection failed.
+const LISTEN_FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Channel on which finished child runs name their parent.
 const FINISHED_CHANNEL: &str = "kiln_run_finished";
 
@@ -266,7 +269,7 @@ impl Worker {
 
         let mut more_waiting = true;
         let half_batch = config.claim_batch.min(config.concurrency).div_ceil(2);
-        let mut error_backoff = Duration::from_millis(50);
+        let mut error_backoff = Backoff::new(FIRST_ERROR_BACKOFF);
         while !shutdown.is_cancelled() {
             while bodies.try_join_next().is_some() {}
             if slots.available_permits() == 0 {
@@ -312,7 +315,7 @@ impl Worker {
             .await;
             match claim {
                 Ok(claim) => {
-                    error_backoff = Duration::from_millis(50);
+                    error_backoff.reset();
                     more_waiting = claim.runs.len() == free;
                     for run in claim.runs {
                         let permit = reserved.split(1).expect("claimed within reserved slots");
@@ -371,11 +374,9 @@ impl Worker {
                 Err(error) => {
                     tracing::warn!(%error, "claiming runs failed; retrying");
                     more_waiting = true;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(error_backoff) => {}
+                    if !error_backoff.wait(&shutdown).await {
+                        break;
                     }
-                    error_backoff = (error_backoff * 2).min(MAX_ERROR_BACKOFF);
                 }
             }
         }
@@ -460,17 +461,15 @@ async fn listen(
     waiters: Waiters,
     stop: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(LISTEN_FIRST_BACKOFF);
     while !stop.is_cancelled() {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(error) => {
                 tracing::warn!(%error, "cannot open the notification connection; retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(&stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_ERROR_BACKOFF);
                 continue;
             }
         };
@@ -478,10 +477,14 @@ async fn listen(
             .listen_all([READY_CHANNEL, CANCEL_CHANNEL, FINISHED_CHANNEL])
             .await
         {
+            // The connection opened but LISTEN failed: back off too, or this loop would spin.
             tracing::warn!(%error, "cannot LISTEN; retrying");
+            if !backoff.wait(&stop).await {
+                return;
+            }
             continue;
         }
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         // Anything inserted or finished while not listening is found by these wake-ups.
         wake.notify_one();
         waiters.wake_all();
