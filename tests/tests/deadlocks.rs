@@ -243,10 +243,7 @@ async fn heartbeat_completion_cancel_rescue_and_reschedule_never_deadlock() {
                 };
                 if round % 3 == 0 {
                     if let Some(run_cancel_outcome) = tally.record(run_cancel(&pool, pick).await) {
-                        if matches!(
-                            run_cancel_outcome,
-                            kiln_store::run::CancelOutcome::Canceled { .. }
-                        ) {
+                        if matches!(run_cancel_outcome, kiln::CancelOutcome::Canceled { .. }) {
                             tally.canceled.fetch_add(1, Ordering::Relaxed);
                         }
                     }

@@ -64,44 +64,35 @@ impl Failure {
         }
     }
 
-    pub(crate) fn not_found(message: impl std::fmt::Display) -> Self {
-        Self {
-            message: message.to_string(),
-            code: 3,
-        }
-    }
-
     pub(crate) fn usage(message: impl std::fmt::Display) -> Self {
         Self {
             message: message.to_string(),
             code: 2,
         }
     }
-
-    pub(crate) fn conflict(message: impl std::fmt::Display) -> Self {
-        Self {
-            message: message.to_string(),
-            code: 4,
-        }
-    }
 }
 
 impl From<kiln::ClientError> for Failure {
     fn from(error: kiln::ClientError) -> Self {
-        match error {
-            kiln::ClientError::RunNotFound(_)
-            | kiln::ClientError::ScheduleNotFound(_)
-            | kiln::ClientError::UnregisteredTask { .. } => Self::not_found(error),
-            kiln::ClientError::InvalidSchedule(_) => Self::usage(error),
-            kiln::ClientError::NotWaiting { .. } => Self::conflict(error),
-            kiln::ClientError::InvalidTrigger { .. } => Self::usage(error),
-            kiln::ClientError::Store(kiln_store::StoreError::Invalid(ref m))
-                if m.contains("does not exist") =>
-            {
-                Self::not_found(error)
-            }
-            _ => Self::new(error),
+        Self {
+            code: exit_code(error.code()),
+            message: error.to_string(),
         }
+    }
+}
+
+/// The one place where the operations layer's error codes become exit codes: 2 bad usage or
+/// input, 3 not found, 4 the state does not allow it, 1 anything else.
+fn exit_code(code: kiln::ErrorCode) -> u8 {
+    use kiln::ErrorCode;
+    match code {
+        ErrorCode::InvalidRequest | ErrorCode::InvalidOption | ErrorCode::PayloadTooLarge => 2,
+        ErrorCode::NotFound => 3,
+        ErrorCode::Conflict => 4,
+        ErrorCode::Unauthorized
+        | ErrorCode::Forbidden
+        | ErrorCode::Unavailable
+        | ErrorCode::Internal => 1,
     }
 }
 

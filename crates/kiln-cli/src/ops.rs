@@ -213,10 +213,7 @@ pub(crate) async fn runs(command: RunsCommand) -> CliResult {
                 limit: Some(args.limit),
                 ..RunFilter::default()
             };
-            let page = client.runs().list(&filter).await.map_err(|e| match e {
-                kiln::ClientError::Store(kiln_store::StoreError::Invalid(m)) => Failure::usage(m),
-                other => other.into(),
-            })?;
+            let page = client.runs().list(&filter).await?;
             if args.json {
                 table::json(&page);
             } else {
@@ -447,19 +444,7 @@ pub(crate) async fn queues(command: QueuesCommand) -> CliResult {
             clear,
         } => {
             let limit = if clear { None } else { limit };
-            db.client()
-                .await?
-                .queues()
-                .set_limit(&name, limit)
-                .await
-                .map_err(|e| match e {
-                    kiln::ClientError::Store(kiln_store::StoreError::Invalid(m))
-                        if !m.contains("does not exist") =>
-                    {
-                        Failure::usage(m)
-                    }
-                    other => other.into(),
-                })?;
+            db.client().await?.queues().set_limit(&name, limit).await?;
             match limit {
                 Some(l) => println!("queue {name} limit set to {l}"),
                 None => println!("queue {name} limit override cleared"),
@@ -568,12 +553,7 @@ pub(crate) async fn trigger(args: TriggerArgs) -> CliResult {
     let handle = client
         .trigger_by_id(&args.task, args.payload)
         .options(options)
-        .await
-        .map_err(|e| match e {
-            kiln::ClientError::UnregisteredTask { .. } => Failure::not_found(e),
-            kiln::ClientError::Store(kiln_store::StoreError::Invalid(m)) => Failure::usage(m),
-            other => other.into(),
-        })?;
+        .await?;
     if args.json {
         table::json(&handle);
     } else if handle.is_cached {

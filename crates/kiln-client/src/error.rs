@@ -37,7 +37,16 @@ pub enum ClientError {
     /// No schedule has this id.
     #[error("schedule {0} does not exist: check the id (`kiln schedules list` shows them all)")]
     ScheduleNotFound(Uuid),
-    /// The store refused the request or could not be reached.
+    /// A value the caller passed is out of range, malformed or unknown.
+    #[error("{0}")]
+    Invalid(String),
+    /// The thing named (a queue, a key) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The state of what was named does not allow the change.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed or could not be reached.
     #[error(transparent)]
     Store(StoreError),
     /// The database could not be reached.
@@ -47,7 +56,73 @@ pub enum ClientError {
     Connect(#[source] sqlx::Error),
 }
 
+/// What kind of failure a [`ClientError`] is, stable across versions. The CLI maps it to an exit
+/// code and the HTTP API to a status and the `code` of its JSON error, each in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request itself is malformed (not JSON, a field of the wrong type, bad usage).
+    InvalidRequest,
+    /// A value is out of range, of an unknown unit, or refused by a rule (a trigger option, a
+    /// limit, a cron pattern).
+    InvalidOption,
+    /// The request body or a payload is larger than allowed.
+    PayloadTooLarge,
+    /// No run, task, queue, schedule or key has this id or name.
+    NotFound,
+    /// The thing exists but its state does not allow this (reschedule a run that started).
+    Conflict,
+    /// No credentials, or unknown or revoked ones.
+    Unauthorized,
+    /// The credentials do not cover this action.
+    Forbidden,
+    /// The database could not be reached; try again.
+    Unavailable,
+    /// Something failed on Kiln's side.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code's name as it appears in JSON errors (`not_found`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidOption => "invalid_option",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl ClientError {
+    /// What kind of failure this is.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnregisteredTask { .. }
+            | Self::RunNotFound(_)
+            | Self::ScheduleNotFound(_)
+            | Self::NotFound(_) => ErrorCode::NotFound,
+            Self::InvalidTrigger { .. } | Self::InvalidSchedule(_) | Self::Invalid(_) => {
+                ErrorCode::InvalidOption
+            }
+            Self::NotWaiting { .. } | Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Connect(_) => ErrorCode::Unavailable,
+            Self::Store(error) if error.is_connection() => ErrorCode::Unavailable,
+            Self::Store(_) => ErrorCode::Internal,
+        }
+    }
+
     pub(crate) fn invalid(task_id: &str, message: impl Into<String>) -> Self {
         Self::InvalidTrigger {
             task_id: task_id.to_owned(),
@@ -64,6 +139,9 @@ impl From<StoreError> for ClientError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::UnregisteredTask { task_id } => Self::UnregisteredTask { task_id },
+            StoreError::Invalid(message) => Self::Invalid(message),
+            StoreError::NotFound(message) => Self::NotFound(message),
+            StoreError::Conflict(message) => Self::Conflict(message),
             other => Self::Store(other),
         }
     }

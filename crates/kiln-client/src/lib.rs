@@ -27,10 +27,11 @@ use kiln_store::run::{run_insert_many, InsertedRun, RunSpec};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub use error::ClientError;
-pub use kiln_core::{BatchItem, Delay, Run, RunStatus, Schedule, TriggerOptions};
-pub use kiln_store::queue::QueueRow;
-pub use kiln_store::run::{CancelOutcome, RunFilter, RunPage};
+pub use error::{ClientError, ErrorCode};
+pub use kiln_core::{
+    BatchItem, CancelOutcome, Delay, QueueRow, Run, RunFilter, RunPage, RunStatus, Schedule,
+    TriggerOptions,
+};
 pub use queues::Queues;
 pub use runs::Runs;
 pub use schedules::{CreateSchedule, Schedules, UpdateSchedule};

@@ -1,8 +1,7 @@
 //! `client.queues()`: list, pause, resume, limit.
 
-use kiln_store::queue::{
-    queue_get, queue_list, queue_set_limit_override, queue_set_paused, QueueRow,
-};
+use kiln_core::QueueRow;
+use kiln_store::queue::{queue_get, queue_list, queue_set_limit_override, queue_set_paused};
 
 use crate::ClientError;
 

@@ -1,9 +1,8 @@
 //! `client.runs()`: retrieve, list, cancel, replay.
 
-use kiln_core::{Run, TriggerOptions};
+use kiln_core::{CancelOutcome, Run, RunFilter, RunPage, TriggerOptions};
 use kiln_store::run::{
-    run_cancel, run_get, run_insert_many, run_list, run_reschedule, CancelOutcome,
-    RescheduleOutcome, RunFilter, RunPage, RunSpec,
+    run_cancel, run_get, run_insert_many, run_list, run_reschedule, RescheduleOutcome, RunSpec,
 };
 use uuid::Uuid;
 

@@ -12,6 +12,12 @@ pub enum StoreError {
     /// The caller passed something the database refused as invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The thing named (a queue, a key) does not exist; the message says which and where to look.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing named exists, but its state does not allow the change.
+    #[error("{0}")]
+    Conflict(String),
     /// A migration could not be applied, or the applied ones differ from this build's.
     #[error("{0}")]
     Migration(String),

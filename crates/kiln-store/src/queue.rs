@@ -1,35 +1,10 @@
 //! `kiln.queues` and `kiln.queue_keys`: limits, pausing, live counts and key bookkeeping.
 
 use chrono::{DateTime, Utc};
+use kiln_core::QueueRow;
 
 use crate::error::db;
 use crate::{Pool, Result, StoreError};
-
-/// A queue with its limits and live counts.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct QueueRow {
-    /// Queue name.
-    pub name: String,
-    /// Limit declared in code (per key when runs carry concurrency keys).
-    pub concurrency_limit: Option<i32>,
-    /// Operator's override of the limit, which wins over the declared one.
-    pub limit_override: Option<i32>,
-    /// Limit across all keys.
-    pub total_limit: Option<i32>,
-    /// Paused queues are not claimed from.
-    pub paused: bool,
-    /// Runs executing now.
-    pub running: i64,
-    /// Runs waiting, including delayed runs and retries.
-    pub queued: i64,
-}
-
-impl QueueRow {
-    /// The limit the claim applies: the override, else the declared limit.
-    pub fn effective_limit(&self) -> Option<i32> {
-        self.limit_override.or(self.concurrency_limit)
-    }
-}
 
 const QUEUE_COLUMNS: &str =
     "q.name, q.concurrency_limit, q.limit_override, q.total_limit, q.paused,
@@ -82,7 +57,7 @@ pub async fn queue_get(pool: &Pool, name: &str) -> Result<Option<QueueRow>> {
 }
 
 fn unknown_queue(name: &str) -> StoreError {
-    StoreError::Invalid(format!(
+    StoreError::NotFound(format!(
         "queue {name:?} does not exist: `kiln queues list` shows the queues workers registered"
     ))
 }

@@ -1,7 +1,10 @@
 //! `kiln.runs` and `kiln.attempts`: inserting, reading, listing, canceling and replaying runs.
 
 use chrono::{DateTime, Utc};
-use kiln_core::{Attempt, Delay, ErrorRecord, Run, RunStatus, TaskDefinition, TriggerOptions};
+use kiln_core::{
+    Attempt, CancelOutcome, Delay, ErrorRecord, Run, RunFilter, RunPage, RunStatus, TaskDefinition,
+    TriggerOptions, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+};
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
@@ -212,45 +215,6 @@ pub async fn run_get(pool: &Pool, id: Uuid) -> Result<Option<Run>> {
     Ok(Some(run))
 }
 
-/// Filters of a run listing; every field is optional and they combine with AND.
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    /// Only runs of these tasks.
-    pub task_ids: Vec<String>,
-    /// Only runs in these statuses.
-    pub statuses: Vec<RunStatus>,
-    /// Only runs in this queue.
-    pub queue: Option<String>,
-    /// Only runs carrying every one of these tags.
-    pub tags: Vec<String>,
-    /// Only runs with this concurrency key.
-    pub concurrency_key: Option<String>,
-    /// Only runs triggered at or after this instant.
-    pub created_after: Option<DateTime<Utc>>,
-    /// Only runs triggered before this instant.
-    pub created_before: Option<DateTime<Utc>>,
-    /// Only children of this run.
-    pub parent_run_id: Option<Uuid>,
-    /// Continue after this run id (the previous page's `next_cursor`).
-    pub cursor: Option<Uuid>,
-    /// Page size: 1 to [`MAX_PAGE_SIZE`]; [`DEFAULT_PAGE_SIZE`] when `None`.
-    pub limit: Option<u32>,
-}
-
-/// Runs per page when no limit is given.
-pub const DEFAULT_PAGE_SIZE: u32 = 50;
-/// Most runs one page may hold.
-pub const MAX_PAGE_SIZE: u32 = 500;
-
-/// One page of runs, newest first.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunPage {
-    /// The runs, newest first (attempt lists left empty).
-    pub runs: Vec<Run>,
-    /// Pass as `cursor` for the next page; `None` on the last page.
-    pub next_cursor: Option<Uuid>,
-}
-
 /// Lists runs newest first, filtered, with cursor pagination.
 pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
     let limit = filter.limit.unwrap_or(DEFAULT_PAGE_SIZE);
@@ -313,20 +277,6 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
         None
     };
     Ok(RunPage { runs, next_cursor })
-}
-
-/// What a cancel did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
-    /// The run was waiting or executing and is now canceled (an executing run's worker is told).
-    Canceled {
-        /// Its status before the cancel.
-        was: RunStatus,
-    },
-    /// The run had already finished with this status; nothing changed.
-    AlreadyFinished(RunStatus),
-    /// No run has this id.
-    NotFound,
 }
 
 /// The run `$1` and its descendants (canceling a parent cancels its unfinished children).

@@ -122,7 +122,7 @@ pub async fn schedule_update(
     .fetch_optional(pool)
     .await
     .map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Invalid(format!(
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(format!(
             "another schedule already has dedup key {:?}: pick another key, or update that schedule",
             spec.dedup_key.as_deref().unwrap_or_default()
         )),

@@ -1,0 +1,87 @@
+//! What listing runs and queues returns, and how a listing is filtered: plain data shared by the
+//! store (which fills it), the operations layer and every caller (CLI, HTTP API, dashboard).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{Run, RunStatus};
+
+/// Filters of a run listing; every field is optional and they combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs of these tasks.
+    pub task_ids: Vec<String>,
+    /// Only runs in these statuses.
+    pub statuses: Vec<RunStatus>,
+    /// Only runs in this queue.
+    pub queue: Option<String>,
+    /// Only runs carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Only runs with this concurrency key.
+    pub concurrency_key: Option<String>,
+    /// Only runs triggered at or after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only runs triggered before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only children of this run.
+    pub parent_run_id: Option<Uuid>,
+    /// Continue after this run id (the previous page's `next_cursor`).
+    pub cursor: Option<Uuid>,
+    /// Page size: 1 to [`MAX_PAGE_SIZE`]; [`DEFAULT_PAGE_SIZE`] when `None`.
+    pub limit: Option<u32>,
+}
+
+/// Runs per page when no limit is given.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Most runs one page may hold.
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// One page of runs, newest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunPage {
+    /// The runs, newest first (attempt lists left empty).
+    pub runs: Vec<Run>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The run was waiting or executing and is now canceled (an executing run's worker is told).
+    Canceled {
+        /// Its status before the cancel.
+        was: RunStatus,
+    },
+    /// The run had already finished with this status; nothing changed.
+    AlreadyFinished(RunStatus),
+    /// No run has this id.
+    NotFound,
+}
+
+/// A queue with its limits and live counts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueueRow {
+    /// Queue name.
+    pub name: String,
+    /// Limit declared in code (per key when runs carry concurrency keys).
+    pub concurrency_limit: Option<i32>,
+    /// Operator's override of the limit, which wins over the declared one.
+    pub limit_override: Option<i32>,
+    /// Limit across all keys.
+    pub total_limit: Option<i32>,
+    /// Paused queues are not claimed from.
+    pub paused: bool,
+    /// Runs executing now.
+    pub running: i64,
+    /// Runs waiting, including delayed runs and retries.
+    pub queued: i64,
+}
+
+impl QueueRow {
+    /// The limit the claim applies: the override, else the declared limit.
+    pub fn effective_limit(&self) -> Option<i32> {
+        self.limit_override.or(self.concurrency_limit)
+    }
+}
