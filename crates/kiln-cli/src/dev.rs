@@ -32,6 +32,9 @@ pub(crate) struct DevArgs {
     /// Stop after this long (e.g. 20s) instead of waiting for Ctrl-C.
     #[arg(long, value_parser = |s: &str| kiln::parse_duration(s).map_err(|e| e.to_string()))]
     run_for: Option<Duration>,
+    /// Where the HTTP API listens (a free port is taken when this one is busy).
+    #[arg(long, default_value = kiln_server::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
 }
 
 pub(crate) async fn run(args: DevArgs) -> CliResult {
@@ -86,6 +89,7 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
     );
 
     let stop = CancellationToken::new();
+    let api = serve_api(&client, args.listen, stop.clone()).await?;
     let feeder = (!args.no_feed).then(|| tokio::spawn(feed(client.clone(), stop.clone())));
     let reporter = tokio::spawn(report(client.clone(), stop.clone()));
     let result = match args.run_for {
@@ -109,6 +113,7 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
         let _ = feeder.await;
     }
     let _ = reporter.await;
+    let _ = api.await;
     print_counts(&client).await;
     print_example_counts(&client).await;
     if let Some(server) = server {
@@ -117,6 +122,53 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
         }
     }
     result.map_err(Failure::new)
+}
+
+/// Name of the API key `kiln dev` creates at each start (the previous one is revoked).
+const DEV_KEY_NAME: &str = "kiln-dev";
+
+/// Serves the HTTP API beside the worker and prints its URL and a fresh admin key.
+async fn serve_api(
+    client: &Client,
+    listen: std::net::SocketAddr,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, Failure> {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("note: cannot listen on {listen} ({error}); taking a free port instead");
+            tokio::net::TcpListener::bind((listen.ip(), 0))
+                .await
+                .map_err(|e| Failure::new(format!("cannot listen for the API: {e}")))?
+        }
+    };
+    let address = listener
+        .local_addr()
+        .map_err(|e| Failure::new(format!("cannot read the API's address: {e}")))?;
+    let keys = client.acting_as(crate::ops::cli_actor());
+    if let Err(error) = keys.keys().revoke(DEV_KEY_NAME).await {
+        if error.code() != kiln::ErrorCode::NotFound {
+            return Err(error.into());
+        }
+    }
+    let key = keys.keys().create(DEV_KEY_NAME, kiln::Scope::Admin).await?;
+    println!("API: http://{address}/api/v1   (OpenAPI: http://{address}/api/v1/openapi.json)");
+    println!(
+        "  development key (admin scope, shown once): {}",
+        key.secret
+    );
+    println!(
+        "  try: curl -s -H 'Authorization: Bearer {}' http://{address}/api/v1/runs?limit=5",
+        key.secret
+    );
+    let state = kiln_server::AppState::new(client.clone(), kiln_server::ServerConfig::default());
+    Ok(tokio::spawn(async move {
+        if let Err(error) =
+            kiln_server::serve(listener, state, async move { stop.cancelled().await }).await
+        {
+            eprintln!("warning: the API server stopped: {error}");
+        }
+    }))
 }
 
 async fn kiln_devdb_create(admin: &Client, name: &str) -> CliResult {

@@ -1,10 +1,12 @@
 //! The `kiln` command: run a development setup, migrate, inspect and steer runs and queues,
 //! trigger tasks, and benchmark.
 //!
-//! Exit codes: 0 success, 1 failure, 2 bad usage, 3 not found, 4 the run's state does not allow it.
+//! Exit codes: 0 success, 1 failure, 2 bad usage or input, 3 not found, 4 the state does not allow
+//! it (see `exit_code`).
 
 #![forbid(unsafe_code)]
 
+mod api;
 mod bench;
 mod dev;
 mod ops;
@@ -44,6 +46,13 @@ enum Command {
     Tasks(ops::TasksCommand),
     /// Trigger a run of a task by id.
     Trigger(ops::TriggerArgs),
+    /// Serve the HTTP API (`/api/v1`, API keys, OpenAPI document).
+    Serve(api::ServeArgs),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(api::KeysCommand),
+    /// Show who changed what (operator actions, newest first).
+    Audit(api::AuditArgs),
     /// Measure throughput and latency against DATABASE_URL.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -91,6 +100,7 @@ fn exit_code(code: kiln::ErrorCode) -> u8 {
         ErrorCode::Conflict => 4,
         ErrorCode::Unauthorized
         | ErrorCode::Forbidden
+        | ErrorCode::Timeout
         | ErrorCode::Unavailable
         | ErrorCode::Internal => 1,
     }
@@ -147,6 +157,9 @@ fn main() -> ExitCode {
                     Command::Schedules(c) => schedules::schedules(c).await,
                     Command::Tasks(c) => ops::tasks(c).await,
                     Command::Trigger(args) => ops::trigger(args).await,
+                    Command::Serve(args) => api::serve(args).await,
+                    Command::Keys(c) => api::keys(c).await,
+                    Command::Audit(args) => api::audit(args).await,
                     Command::Dev(_) | Command::Bench(_) => unreachable!("handled above"),
                 }
             }

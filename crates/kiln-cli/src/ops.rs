@@ -22,10 +22,19 @@ impl DbArgs {
         let url = self.database_url.as_deref().ok_or_else(|| {
             Failure::usage("DATABASE_URL is not set: set it (e.g. postgres://user@localhost:5432/app) or pass --database-url")
         })?;
-        Client::connect(url)
+        let client = Client::connect(url)
             .await
-            .map_err(|e| Failure::new(redact_error(e.to_string(), url)))
+            .map_err(|e| Failure::new(redact_error(e.to_string(), url)))?;
+        Ok(client.acting_as(cli_actor()))
     }
+}
+
+/// Who the CLI's operator actions are recorded as: `cli:<login name>`.
+pub(crate) fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }
 
 /// Removes the URL's password from a message, in case a driver error echoes it.
@@ -469,9 +478,7 @@ pub(crate) enum TasksCommand {
 pub(crate) async fn tasks(command: TasksCommand) -> CliResult {
     let TasksCommand::List { db, json } = command;
     let client = db.client().await?;
-    let tasks = kiln_store::task::task_list(client.pool())
-        .await
-        .map_err(Failure::new)?;
+    let tasks = client.tasks().list().await?;
     if json {
         table::json(&tasks);
     } else {

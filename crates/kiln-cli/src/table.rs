@@ -29,3 +29,17 @@ pub(crate) fn json(value: &impl serde::Serialize) {
         serde_json::to_string_pretty(value).expect("values serialize")
     );
 }
+
+/// A cell safe to print on a terminal: control characters (escape sequences included) are
+/// shown escaped instead of being interpreted.
+pub(crate) fn clean(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}

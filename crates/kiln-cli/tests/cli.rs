@@ -57,6 +57,12 @@ fn kiln_dev_without_database_url_starts_postgres_and_processes_runs() {
         stderr(&output)
     );
     assert!(out.contains("Postgres: private server"), "{out}");
+    assert!(out.contains("API: http://127.0.0.1:"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("development key") && l.contains("kiln_sk_")),
+        "{out}"
+    );
     let last = out
         .lines()
         .rev()
@@ -300,4 +306,55 @@ async fn operators_create_list_deactivate_and_delete_schedules_from_the_cli() {
         "{}",
         stderr(&gone)
     );
+}
+
+#[tokio::test]
+async fn operators_create_list_and_revoke_api_keys_and_read_the_audit_log() {
+    let url = test_database().await;
+    assert!(kiln(&url, &["migrate"]).status.success());
+    let created = kiln(
+        &url,
+        &["keys", "create", "--name", "nextjs", "--scope", "trigger"],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let secret = stdout(&created).trim().to_owned();
+    assert!(
+        secret.starts_with("kiln_sk_") && secret.len() == "kiln_sk_".len() + 64,
+        "{secret}"
+    );
+    assert!(stderr(&created).contains("shown only now"));
+
+    let listed = kiln(&url, &["keys", "list", "--json"]);
+    let keys = json(&listed);
+    assert_eq!(keys[0]["name"], "nextjs");
+    assert_eq!(keys[0]["scope"], "trigger");
+    assert!(secret.starts_with(keys[0]["prefix"].as_str().unwrap()));
+    assert!(
+        !stdout(&listed).contains(&secret),
+        "a listing never shows a secret"
+    );
+
+    let twice = kiln(&url, &["keys", "create", "--name", "nextjs"]);
+    assert_eq!(twice.status.code(), Some(4), "{}", stderr(&twice));
+    let bad_scope = kiln(&url, &["keys", "create", "--name", "x", "--scope", "root"]);
+    assert_eq!(bad_scope.status.code(), Some(2));
+    assert!(
+        stderr(&bad_scope).contains("trigger, read or admin"),
+        "{}",
+        stderr(&bad_scope)
+    );
+
+    assert!(kiln(&url, &["keys", "revoke", "nextjs"]).status.success());
+    let again = kiln(&url, &["keys", "revoke", "nextjs"]);
+    assert_eq!(again.status.code(), Some(3));
+
+    let audit = json(&kiln(&url, &["audit", "--json"]));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["key.revoke", "key.create"]);
+    assert!(audit[0]["actor"].as_str().unwrap().starts_with("cli:"));
 }

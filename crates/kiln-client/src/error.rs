@@ -20,6 +20,14 @@ pub enum ClientError {
         /// What is wrong.
         message: String,
     },
+    /// The payload (or metadata) is larger than allowed.
+    #[error("cannot trigger task {task_id:?}: {message}")]
+    PayloadTooLarge {
+        /// The task id.
+        task_id: String,
+        /// What is too large, by how much.
+        message: String,
+    },
     /// No run has this id.
     #[error("run {0} does not exist: check the id (`kiln runs list` shows recent runs)")]
     RunNotFound(Uuid),
@@ -46,6 +54,9 @@ pub enum ClientError {
     /// The state of what was named does not allow the change.
     #[error("{0}")]
     Conflict(String),
+    /// The database is reachable but not ready for Kiln (not migrated).
+    #[error("{0}")]
+    NotReady(String),
     /// The database failed or could not be reached.
     #[error(transparent)]
     Store(StoreError),
@@ -76,6 +87,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The credentials do not cover this action.
     Forbidden,
+    /// A wait ended before what it waited for happened.
+    Timeout,
     /// The database could not be reached; try again.
     Unavailable,
     /// Something failed on Kiln's side.
@@ -93,6 +106,7 @@ impl ErrorCode {
             Self::Conflict => "conflict",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -117,7 +131,8 @@ impl ClientError {
                 ErrorCode::InvalidOption
             }
             Self::NotWaiting { .. } | Self::Conflict(_) => ErrorCode::Conflict,
-            Self::Connect(_) => ErrorCode::Unavailable,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::Connect(_) | Self::NotReady(_) => ErrorCode::Unavailable,
             Self::Store(error) if error.is_connection() => ErrorCode::Unavailable,
             Self::Store(_) => ErrorCode::Internal,
         }
@@ -127,6 +142,33 @@ impl ClientError {
         Self::InvalidTrigger {
             task_id: task_id.to_owned(),
             message: message.into(),
+        }
+    }
+
+    /// Checks a payload against the limits every trigger path shares (size, storable strings).
+    pub(crate) fn check_payload(task_id: &str, payload: &serde_json::Value) -> Result<(), Self> {
+        match kiln_core::check_json("payload", payload, kiln_core::MAX_PAYLOAD_BYTES) {
+            Ok(()) => Ok(()),
+            Err(e @ kiln_core::LimitError::TooLarge { .. }) => Err(Self::PayloadTooLarge {
+                task_id: task_id.to_owned(),
+                message: e.to_string(),
+            }),
+            Err(e) => Err(Self::invalid(task_id, e.to_string())),
+        }
+    }
+
+    /// The same error, saying which item of a batch (0-based) it is about.
+    pub(crate) fn in_item(self, index: usize) -> Self {
+        match self {
+            Self::InvalidTrigger { task_id, message } => Self::InvalidTrigger {
+                task_id,
+                message: format!("batch item {index}: {message}"),
+            },
+            Self::PayloadTooLarge { task_id, message } => Self::PayloadTooLarge {
+                task_id,
+                message: format!("batch item {index}: {message}"),
+            },
+            other => other,
         }
     }
 

@@ -16,18 +16,25 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
+pub mod backoff;
 mod error;
+mod keys;
 mod queues;
 mod runs;
 mod schedules;
+mod tasks;
 mod trigger;
+mod wait;
 
 use kiln_core::{Task, TriggerOptions as Options, MAX_BATCH_SIZE};
 use kiln_store::run::{run_insert_many, InsertedRun, RunSpec};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+pub use audit::{Audit, AuditEntry, DEFAULT_ACTOR, MAX_AUDIT_PAGE};
 pub use error::{ClientError, ErrorCode};
+pub use keys::{hash_secret, Access, ApiKey, CreatedKey, Keys, Scope, MAX_KEY_NAME, SECRET_PREFIX};
 pub use kiln_core::{
     BatchItem, CancelOutcome, Delay, QueueRow, Run, RunFilter, RunPage, RunStatus, Schedule,
     TriggerOptions,
@@ -35,8 +42,10 @@ pub use kiln_core::{
 pub use queues::Queues;
 pub use runs::Runs;
 pub use schedules::{CreateSchedule, Schedules, UpdateSchedule};
+pub use tasks::{TaskRow, Tasks};
 use trigger::Target;
 pub use trigger::Trigger;
+pub use wait::{RunWaiter, WAIT_POLL_INTERVAL};
 
 /// A handle on a triggered run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -60,12 +69,37 @@ impl From<InsertedRun> for RunHandle {
 #[derive(Debug, Clone)]
 pub struct Client {
     pool: sqlx::PgPool,
+    actor: std::sync::Arc<str>,
 }
 
 impl Client {
     /// A client over an existing pool (migrated with `kiln migrate` or [`Client::migrate`]).
     pub fn new(pool: sqlx::PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            actor: std::sync::Arc::from(DEFAULT_ACTOR),
+        }
+    }
+
+    /// The same client, recording its operator actions (cancel, replay, pause, ...) in the audit
+    /// log as done by `actor` (`key:<name>`, `cli:<user>`).
+    pub fn acting_as(&self, actor: impl Into<String>) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            actor: std::sync::Arc::from(actor.into()),
+        }
+    }
+
+    /// Who this client's operator actions are recorded as.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    fn ops(&self) -> audit::Ops<'_> {
+        audit::Ops {
+            pool: &self.pool,
+            actor: &self.actor,
+        }
     }
 
     /// Connects to `database_url` with a small pool.
@@ -75,12 +109,24 @@ impl Client {
             .connect(database_url)
             .await
             .map_err(ClientError::connect)?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 
     /// Applies Kiln's pending migrations.
     pub async fn migrate(&self) -> Result<Vec<i32>, ClientError> {
         Ok(kiln_store::migrate(&self.pool).await?)
+    }
+
+    /// Succeeds when the database is reachable and has every migration of this build; else a
+    /// [`ClientError`] whose code is `unavailable` and whose message says what to do.
+    pub async fn check_ready(&self) -> Result<(), ClientError> {
+        let pending = kiln_store::migrate::migrations_pending(&self.pool).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        Err(ClientError::NotReady(format!(
+            "the database lacks Kiln's migrations {pending:?}: run `kiln migrate`"
+        )))
     }
 
     /// The pool this client uses.
@@ -165,10 +211,11 @@ impl Client {
     ) -> Result<Vec<RunHandle>, ClientError> {
         check_batch_size(task_id, items.len())?;
         let mut specs = Vec::with_capacity(items.len());
-        for item in items {
+        for (index, item) in items.into_iter().enumerate() {
             item.options
                 .validate()
-                .map_err(|e| ClientError::invalid(task_id, e))?;
+                .map_err(|e| ClientError::invalid(task_id, e).in_item(index))?;
+            ClientError::check_payload(task_id, &item.payload).map_err(|e| e.in_item(index))?;
             specs.push(RunSpec {
                 payload: item.payload,
                 options: item.options,
@@ -181,17 +228,32 @@ impl Client {
 
     /// Reads, lists, cancels and replays runs.
     pub fn runs(&self) -> Runs<'_> {
-        Runs::new(&self.pool)
+        Runs::new(self.ops())
     }
 
     /// Creates, changes, lists and deletes cron schedules.
     pub fn schedules(&self) -> Schedules<'_> {
-        Schedules::new(&self.pool)
+        Schedules::new(self.ops())
     }
 
     /// Lists, pauses, resumes and limits queues.
     pub fn queues(&self) -> Queues<'_> {
-        Queues::new(&self.pool)
+        Queues::new(self.ops())
+    }
+
+    /// Creates, lists and revokes API keys of the HTTP API.
+    pub fn keys(&self) -> Keys<'_> {
+        Keys::new(self.ops())
+    }
+
+    /// Lists the tasks workers have registered.
+    pub fn tasks(&self) -> Tasks<'_> {
+        Tasks::new(self.ops())
+    }
+
+    /// Reads the audit log of operator actions.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit::new(self.ops())
     }
 }
 
@@ -228,6 +290,7 @@ fn typed_spec<T: Task>(payload: &T::Payload, options: Options) -> Result<RunSpec
         .validate()
         .map_err(|e| ClientError::invalid(T::ID, e))?;
     let payload = typed_payload::<T>(payload).map_err(|e| ClientError::invalid(T::ID, e))?;
+    ClientError::check_payload(T::ID, &payload)?;
     Ok(RunSpec { payload, options })
 }
 
@@ -235,6 +298,9 @@ fn typed_batch<T: Task>(items: Vec<BatchItem<T::Payload>>) -> Result<Vec<RunSpec
     check_batch_size(T::ID, items.len())?;
     items
         .into_iter()
-        .map(|item| typed_spec::<T>(&item.payload, item.options))
+        .enumerate()
+        .map(|(index, item)| {
+            typed_spec::<T>(&item.payload, item.options).map_err(|e| e.in_item(index))
+        })
         .collect()
 }

@@ -6,36 +6,53 @@ use kiln_store::run::{
 };
 use uuid::Uuid;
 
+use crate::audit::Ops;
 use crate::{ClientError, RunHandle};
 
 /// Reads and steers runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Runs<'a> {
-    pool: &'a sqlx::PgPool,
+    ops: Ops<'a>,
 }
 
 impl<'a> Runs<'a> {
-    pub(crate) fn new(pool: &'a sqlx::PgPool) -> Self {
-        Self { pool }
+    pub(crate) fn new(ops: Ops<'a>) -> Self {
+        Self { ops }
     }
 
     /// One run with its attempts.
     pub async fn retrieve(&self, id: Uuid) -> Result<Run, ClientError> {
-        run_get(self.pool, id)
+        run_get(self.ops.pool, id)
             .await?
             .ok_or(ClientError::RunNotFound(id))
     }
 
+    /// How many child runs this run triggered.
+    pub async fn count_children(&self, id: Uuid) -> Result<i64, ClientError> {
+        Ok(kiln_store::run::run_count_children(self.ops.pool, id).await?)
+    }
+
     /// A page of runs, newest first, filtered.
     pub async fn list(&self, filter: &RunFilter) -> Result<RunPage, ClientError> {
-        Ok(run_list(self.pool, filter).await?)
+        Ok(run_list(self.ops.pool, filter).await?)
     }
 
     /// Cancels a run that has not finished; a finished run is left as it is.
     pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, ClientError> {
-        match run_cancel(self.pool, id).await? {
+        match run_cancel(self.ops.pool, id).await? {
             CancelOutcome::NotFound => Err(ClientError::RunNotFound(id)),
-            outcome => Ok(outcome),
+            outcome => {
+                if let CancelOutcome::Canceled { was } = outcome {
+                    self.ops
+                        .audit(
+                            "run.cancel",
+                            &id.to_string(),
+                            serde_json::json!({ "was": was }),
+                        )
+                        .await;
+                }
+                Ok(outcome)
+            }
         }
     }
 
@@ -57,12 +74,20 @@ impl<'a> Runs<'a> {
             allow_unregistered: true,
             ..TriggerOptions::default()
         };
-        let spec = RunSpec {
-            payload: payload.unwrap_or(original.payload),
-            options,
-        };
-        let mut runs = run_insert_many(self.pool, &original.task_id, None, &[spec], true).await?;
-        Ok(runs.remove(0).into())
+        let payload = payload.unwrap_or(original.payload);
+        ClientError::check_payload(&original.task_id, &payload)?;
+        let spec = RunSpec { payload, options };
+        let mut runs =
+            run_insert_many(self.ops.pool, &original.task_id, None, &[spec], true).await?;
+        let handle: RunHandle = runs.remove(0).into();
+        self.ops
+            .audit(
+                "run.replay",
+                &id.to_string(),
+                serde_json::json!({ "new_run": handle.id }),
+            )
+            .await;
+        Ok(handle)
     }
 
     /// Moves a run that has not started yet to become available at `at` (a later time delays
@@ -72,8 +97,17 @@ impl<'a> Runs<'a> {
         id: Uuid,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), ClientError> {
-        match run_reschedule(self.pool, id, at).await? {
-            RescheduleOutcome::Rescheduled => Ok(()),
+        match run_reschedule(self.ops.pool, id, at).await? {
+            RescheduleOutcome::Rescheduled => {
+                self.ops
+                    .audit(
+                        "run.reschedule",
+                        &id.to_string(),
+                        serde_json::json!({ "at": at }),
+                    )
+                    .await;
+                Ok(())
+            }
             RescheduleOutcome::NotFound => Err(ClientError::RunNotFound(id)),
             RescheduleOutcome::NotWaiting(status) => Err(ClientError::NotWaiting { id, status }),
         }

@@ -9,6 +9,7 @@ use kiln_store::schedule::{
 use kiln_store::task::task_is_registered;
 use uuid::Uuid;
 
+use crate::audit::Ops;
 use crate::ClientError;
 
 /// A schedule to create: `CreateSchedule::new("google-calendar-full-sync", "0 * * * *")`.
@@ -113,7 +114,7 @@ impl UpdateSchedule {
 /// Creates, changes and lists schedules.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedules<'a> {
-    pool: &'a sqlx::PgPool,
+    ops: Ops<'a>,
 }
 
 /// Parses the pattern in its timezone, or says what is wrong with either.
@@ -122,8 +123,8 @@ fn parse(cron: &str, timezone: &str) -> Result<CronSchedule, ClientError> {
 }
 
 impl<'a> Schedules<'a> {
-    pub(crate) fn new(pool: &'a sqlx::PgPool) -> Self {
-        Self { pool }
+    pub(crate) fn new(ops: Ops<'a>) -> Self {
+        Self { ops }
     }
 
     /// Creates a schedule (or, with a dedup key in use, updates that one). Refuses a pattern or
@@ -143,7 +144,8 @@ impl<'a> Schedules<'a> {
                 message: e.to_owned(),
             }
         })?;
-        if !schedule.allow_unregistered && !task_is_registered(self.pool, &schedule.task_id).await?
+        if !schedule.allow_unregistered
+            && !task_is_registered(self.ops.pool, &schedule.task_id).await?
         {
             return Err(ClientError::UnregisteredTask {
                 task_id: schedule.task_id,
@@ -164,24 +166,40 @@ impl<'a> Schedules<'a> {
             dedup_key: schedule.dedup_key,
             active: true,
         };
-        Ok(schedule_upsert(self.pool, &spec, parsed.next_after(Utc::now())).await?)
+        let created = schedule_upsert(self.ops.pool, &spec, parsed.next_after(Utc::now())).await?;
+        self.ops
+            .audit(
+                "schedule.create",
+                &created.id.to_string(),
+                serde_json::json!({ "task": created.task_id, "cron": created.cron,
+                                    "timezone": created.timezone }),
+            )
+            .await;
+        Ok(created)
     }
 
     /// One schedule.
     pub async fn retrieve(&self, id: Uuid) -> Result<Schedule, ClientError> {
-        schedule_get(self.pool, id)
+        schedule_get(self.ops.pool, id)
             .await?
             .ok_or(ClientError::ScheduleNotFound(id))
     }
 
     /// Every schedule, or those of one task.
     pub async fn list(&self, task_id: Option<&str>) -> Result<Vec<Schedule>, ClientError> {
-        Ok(schedule_list(self.pool, task_id).await?)
+        Ok(schedule_list(self.ops.pool, task_id).await?)
     }
 
     /// Changes a schedule. A changed pattern or timezone restarts its cadence from now.
     pub async fn update(&self, id: Uuid, changes: UpdateSchedule) -> Result<Schedule, ClientError> {
-        let current = self.retrieve(id).await?;
+        let current = self.editable(id).await?;
+        if let Some(task_id) = &changes.task_id {
+            if *task_id != current.task_id && !task_is_registered(self.ops.pool, task_id).await? {
+                return Err(ClientError::UnregisteredTask {
+                    task_id: task_id.clone(),
+                });
+            }
+        }
         let timezone = match &changes.timezone {
             Some(tz) => parse_timezone(tz)
                 .map_err(ClientError::InvalidSchedule)?
@@ -199,7 +217,16 @@ impl<'a> Schedules<'a> {
             dedup_key: current.dedup_key,
             active: current.active,
         };
-        self.save(id, &spec, &parsed).await
+        let saved = self.save(id, &spec, &parsed).await?;
+        self.ops
+            .audit(
+                "schedule.update",
+                &id.to_string(),
+                serde_json::json!({ "task": saved.task_id, "cron": saved.cron,
+                                    "timezone": saved.timezone }),
+            )
+            .await;
+        Ok(saved)
     }
 
     /// Starts firing again, from the next tick after now (missed ticks are not fired).
@@ -214,11 +241,28 @@ impl<'a> Schedules<'a> {
 
     /// Deletes a schedule and its tick history; runs it triggered stay.
     pub async fn delete(&self, id: Uuid) -> Result<(), ClientError> {
-        if schedule_delete(self.pool, id).await? {
-            Ok(())
-        } else {
-            Err(ClientError::ScheduleNotFound(id))
+        self.editable(id).await?;
+        if !schedule_delete(self.ops.pool, id).await? {
+            return Err(ClientError::ScheduleNotFound(id));
         }
+        self.ops
+            .audit("schedule.delete", &id.to_string(), serde_json::Value::Null)
+            .await;
+        Ok(())
+    }
+
+    /// The schedule, if an operator may change it: a declarative schedule belongs to its task's
+    /// `cron` option and is changed in code (the next worker start would undo an edit).
+    async fn editable(&self, id: Uuid) -> Result<Schedule, ClientError> {
+        let current = self.retrieve(id).await?;
+        if current.declarative {
+            return Err(ClientError::Conflict(format!(
+                "schedule {id} is declared by task {:?}'s `cron` option: change it in the task's \
+                 code (a worker start would undo an edit here)",
+                current.task_id
+            )));
+        }
+        Ok(current)
     }
 
     async fn set_active(&self, id: Uuid, active: bool) -> Result<Schedule, ClientError> {
@@ -232,7 +276,16 @@ impl<'a> Schedules<'a> {
             dedup_key: current.dedup_key,
             active,
         };
-        self.save(id, &spec, &parsed).await
+        let saved = self.save(id, &spec, &parsed).await?;
+        let action = if active {
+            "schedule.activate"
+        } else {
+            "schedule.deactivate"
+        };
+        self.ops
+            .audit(action, &id.to_string(), serde_json::Value::Null)
+            .await;
+        Ok(saved)
     }
 
     async fn save(
@@ -241,7 +294,7 @@ impl<'a> Schedules<'a> {
         spec: &ScheduleSpec,
         parsed: &CronSchedule,
     ) -> Result<Schedule, ClientError> {
-        schedule_update(self.pool, id, spec, parsed.next_after(Utc::now()))
+        schedule_update(self.ops.pool, id, spec, parsed.next_after(Utc::now()))
             .await?
             .ok_or(ClientError::ScheduleNotFound(id))
     }

@@ -84,6 +84,7 @@ impl<'a> Trigger<'a> {
         let payload = self
             .payload
             .map_err(|e| ClientError::invalid(&task_id, e))?;
+        ClientError::check_payload(&task_id, &payload)?;
         let allow = self.options.allow_unregistered;
         let specs = [RunSpec {
             payload,

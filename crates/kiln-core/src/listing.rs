@@ -25,8 +25,13 @@ pub struct RunFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// Only children of this run.
     pub parent_run_id: Option<Uuid>,
-    /// Continue after this run id (the previous page's `next_cursor`).
+    /// Only the run holding this idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Continue after this run id (the previous page's `next_cursor`): older runs.
     pub cursor: Option<Uuid>,
+    /// Go back before this run id (a page's `previous_cursor`): the newer runs just above it.
+    /// Ignored when `cursor` is set.
+    pub before: Option<Uuid>,
     /// Page size: 1 to [`MAX_PAGE_SIZE`]; [`DEFAULT_PAGE_SIZE`] when `None`.
     pub limit: Option<u32>,
 }
@@ -41,8 +46,10 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 pub struct RunPage {
     /// The runs, newest first (attempt lists left empty).
     pub runs: Vec<Run>,
-    /// Pass as `cursor` for the next page; `None` on the last page.
+    /// Pass as `cursor` for the next (older) page; `None` on the last page.
     pub next_cursor: Option<Uuid>,
+    /// Pass as `before` for the previous (newer) page; `None` on the first page.
+    pub previous_cursor: Option<Uuid>,
 }
 
 /// What a cancel did.
@@ -77,6 +84,11 @@ pub struct QueueRow {
     pub running: i64,
     /// Runs waiting, including delayed runs and retries.
     pub queued: i64,
+    /// Parents waiting on their children (holding no slot).
+    pub waiting: i64,
+    /// When the run that has waited longest to start became available (`None`: nothing is
+    /// ready now).
+    pub oldest_available_at: Option<DateTime<Utc>>,
 }
 
 impl QueueRow {

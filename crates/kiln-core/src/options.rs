@@ -160,6 +160,19 @@ impl TriggerOptions {
                     .into(),
             );
         }
+        if let Some(key) = &self.concurrency_key {
+            crate::check_key("concurrency_key", key)?;
+        }
+        if let Some(key) = &self.idempotency_key {
+            crate::check_key("idempotency_key", key)?;
+        }
+        for (i, tag) in self.tags.iter().enumerate() {
+            crate::check_key(&format!("tags[{i}]"), tag)?;
+        }
+        if let Some(metadata) = &self.metadata {
+            crate::check_json("metadata", metadata, crate::MAX_PAYLOAD_BYTES)
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use kiln_core::{AttemptOutcome, ErrorRecord, RetryPolicy, RunStatus};
 use uuid::Uuid;
 
 use crate::error::db;
-use crate::{Pool, Result};
+use crate::{Pool, Result, FINISHED_NOTIFY};
 
 /// A run a worker claimed: everything the worker needs to execute one attempt.
 #[derive(Debug, Clone)]
@@ -267,7 +267,7 @@ pub async fn lease_complete_many(
         retry_ats.push(end.retry_at);
         released.push(end.released);
     }
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(&format!(
         "WITH ended AS (
              SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[],
                                   $6::jsonb[], $7::timestamptz[], $8::bool[])
@@ -339,10 +339,13 @@ pub async fn lease_complete_many(
              SELECT pg_notify('kiln_ready', q.queue)
                FROM (SELECT DISTINCT f.queue FROM fenced f) q
               WHERE EXISTS (SELECT 1 FROM kiln.ready r WHERE r.queue = q.queue)
-         )
+         ),
+         finished AS (SELECT u.id FROM updated u WHERE u.status <> 'queued'),
+         {FINISHED_NOTIFY}
          SELECT u.id, u.status::text FROM updated u
-          WHERE (SELECT count(*) FROM woken) >= 0 AND (SELECT count(*) FROM parents) >= 0",
-    )
+          WHERE (SELECT count(*) FROM woken) >= 0 AND (SELECT count(*) FROM parents) >= 0
+            AND (SELECT count(*) FROM finished_notify) >= 0"
+    ))
     .bind(&run_ids)
     .bind(&attempts)
     .bind(&outcomes)

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lock_order",
         sql: include_str!("../../../migrations/0004_lock_order.sql"),
     },
+    Migration {
+        version: 5,
+        name: "api_keys_and_audit",
+        sql: include_str!("../../../migrations/0005_api_keys_and_audit.sql"),
+    },
 ];
 
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).
@@ -129,4 +134,26 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<i32>> {
         newly.push(m.version);
     }
     Ok(newly)
+}
+
+/// The versions of this build's migrations that the database has not applied (all of them when
+/// Kiln's schema does not exist yet).
+pub async fn migrations_pending(pool: &Pool) -> Result<Vec<i32>> {
+    let applied: Vec<i32> = sqlx::query_scalar(
+        "SELECT coalesce(array_agg(version), '{}') FROM kiln.schema_migrations
+          WHERE to_regclass('kiln.schema_migrations') IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .or_else(|e| match &e {
+        // 42P01: undefined table (the schema was never created).
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+        _ => Err(e),
+    })
+    .map_err(db("reading applied migrations"))?;
+    Ok(MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect())
 }

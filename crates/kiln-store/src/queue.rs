@@ -9,7 +9,10 @@ use crate::{Pool, Result, StoreError};
 const QUEUE_COLUMNS: &str =
     "q.name, q.concurrency_limit, q.limit_override, q.total_limit, q.paused,
     (SELECT count(*) FROM kiln.leases l WHERE l.queue = q.name) AS running,
-    (SELECT count(*) FROM kiln.ready r WHERE r.queue = q.name) AS queued";
+    (SELECT count(*) FROM kiln.ready r WHERE r.queue = q.name) AS queued,
+    (SELECT count(*) FROM kiln.waits w WHERE w.queue = q.name) AS waiting,
+    (SELECT min(r.available_at) FROM kiln.ready r
+      WHERE r.queue = q.name AND r.available_at <= now()) AS oldest_available_at";
 
 type QueueTuple = (
     String,
@@ -19,6 +22,8 @@ type QueueTuple = (
     bool,
     i64,
     i64,
+    i64,
+    Option<DateTime<Utc>>,
 );
 
 fn queue_row(t: QueueTuple) -> QueueRow {
@@ -30,6 +35,8 @@ fn queue_row(t: QueueTuple) -> QueueRow {
         paused: t.4,
         running: t.5,
         queued: t.6,
+        waiting: t.7,
+        oldest_available_at: t.8,
     }
 }
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::error::db;
-use crate::{Pool, Result};
+use crate::{Pool, Result, FINISHED_NOTIFY};
 
 /// Marks up to `limit` delayed runs whose delay has passed as queued. Returns how many.
 pub async fn ready_promote_delayed(
@@ -31,24 +31,28 @@ pub async fn ready_promote_delayed(
 
 /// Expires up to `limit` waiting runs whose ttl ran out before they started. Returns how many.
 pub async fn ready_expire(pool: &Pool, limit: u32, now: Option<DateTime<Utc>>) -> Result<u64> {
-    let done = sqlx::query(
+    let expired: i64 = sqlx::query_scalar(&format!(
         "WITH gone AS (
              DELETE FROM kiln.ready
               WHERE run_id IN (SELECT run_id FROM kiln.ready
                                 WHERE expires_at <= coalesce($2, now())
                                 ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING run_id)
-         UPDATE kiln.runs r
-            SET status = 'expired', finished_at = coalesce($2, now()),
-                updated_at = coalesce($2, now()), idempotency_key = NULL,
-                error = jsonb_build_object('kind', 'expired',
-                                           'message', 'not started before its ttl ran out')
-           FROM gone WHERE r.id = gone.run_id AND r.status IN ('queued', 'delayed')",
-    )
+             RETURNING run_id),
+         finished AS (
+             UPDATE kiln.runs r
+                SET status = 'expired', finished_at = coalesce($2, now()),
+                    updated_at = coalesce($2, now()), idempotency_key = NULL,
+                    error = jsonb_build_object('kind', 'expired',
+                                               'message', 'not started before its ttl ran out')
+               FROM gone WHERE r.id = gone.run_id AND r.status IN ('queued', 'delayed')
+             RETURNING r.id),
+         {FINISHED_NOTIFY}
+         SELECT count(*) + 0 * (SELECT count(*) FROM finished_notify) FROM finished"
+    ))
     .bind(limit as i64)
     .bind(now)
-    .execute(pool)
+    .fetch_one(pool)
     .await
     .map_err(db("expiring runs"))?;
-    Ok(done.rows_affected())
+    Ok(expired as u64)
 }

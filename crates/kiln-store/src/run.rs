@@ -10,7 +10,7 @@ use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 use crate::error::db;
-use crate::{Pool, Result, StoreError};
+use crate::{Pool, Result, StoreError, FINISHED_NOTIFY};
 
 /// One run to insert: its payload and options.
 #[derive(Debug, Clone)]
@@ -255,11 +255,23 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
     if let Some(parent) = filter.parent_run_id {
         q.push(" AND parent_run_id = ").push_bind(parent);
     }
+    if let Some(key) = &filter.idempotency_key {
+        q.push(" AND idempotency_key = ").push_bind(key.clone());
+    }
     if let Some(cursor) = filter.cursor {
         q.push(" AND id < ").push_bind(cursor);
     }
-    q.push(" ORDER BY id DESC LIMIT ")
-        .push_bind(i64::from(limit) + 1);
+    // Backwards (towards newer runs) from `before`: read upwards, then turn the page around.
+    let backwards = filter.before.is_some() && filter.cursor.is_none();
+    if let Some(before) = filter.before.filter(|_| backwards) {
+        q.push(" AND id > ").push_bind(before);
+    }
+    q.push(if backwards {
+        " ORDER BY id ASC LIMIT "
+    } else {
+        " ORDER BY id DESC LIMIT "
+    })
+    .push_bind(i64::from(limit) + 1);
     let rows = q
         .build()
         .fetch_all(pool)
@@ -270,13 +282,31 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
         .map(run_from_row)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(db("listing runs"))?;
-    let next_cursor = if runs.len() > limit as usize {
-        runs.truncate(limit as usize);
-        runs.last().map(|r| r.id)
+    let more = runs.len() > limit as usize;
+    runs.truncate(limit as usize);
+    if backwards {
+        runs.reverse();
+    }
+    let (first, last) = (runs.first().map(|r| r.id), runs.last().map(|r| r.id));
+    let (next_cursor, previous_cursor) = if backwards {
+        (last, if more { first } else { None })
     } else {
-        None
+        (if more { last } else { None }, filter.cursor.and(first))
     };
-    Ok(RunPage { runs, next_cursor })
+    Ok(RunPage {
+        runs,
+        next_cursor,
+        previous_cursor,
+    })
+}
+
+/// How many child runs run `id` triggered.
+pub async fn run_count_children(pool: &Pool, id: Uuid) -> Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM kiln.runs WHERE parent_run_id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .map_err(db("counting child runs"))
 }
 
 /// The run `$1` and its descendants (canceling a parent cancels its unfinished children).
@@ -319,9 +349,12 @@ pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
          unqueued AS (DELETE FROM kiln.ready WHERE run_id IN (SELECT id FROM canceled)),
          told AS (SELECT pg_notify('kiln_cancel', t.id::text) FROM target t
                    WHERE t.status IN ('executing', 'waiting')
-                     AND t.id IN (SELECT id FROM canceled))
+                     AND t.id IN (SELECT id FROM canceled)),
+         finished AS (SELECT id FROM canceled),
+         {FINISHED_NOTIFY}
          SELECT t.status::text,
                 (SELECT count(*) FROM canceled c WHERE c.id = $1) + 0 * (SELECT count(*) FROM told)
+                + 0 * (SELECT count(*) FROM finished_notify)
            FROM target t WHERE t.id = $1"
     ))
     .bind(id)

@@ -49,26 +49,59 @@ pub async fn task_register(pool: &Pool, definition: &TaskDefinition) -> Result<(
     tx.commit().await.map_err(db("registering a task"))
 }
 
-/// A registered task as listed for operators.
+/// A registered task as listed for operators, with its definition.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TaskRow {
     /// Task id.
     pub id: String,
     /// Its queue.
     pub queue: String,
-    /// Its description.
+    /// Its description (the `task!` doc comment).
     pub description: Option<String>,
     /// Attempts in all.
     pub max_attempts: i32,
+    /// Its retry policy, as stored.
+    pub retry: serde_json::Value,
+    /// Its attempt time limit in milliseconds.
+    pub max_duration_ms: Option<i64>,
+    /// Its ttl in milliseconds.
+    pub ttl_ms: Option<i64>,
+    /// Its default priority in seconds of head start.
+    pub priority_s: i32,
+    /// Its queue's concurrency limit (per key), the operator's override winning.
+    pub concurrency_limit: Option<i32>,
+    /// Its queue's limit across keys.
+    pub total_limit: Option<i32>,
+    /// Its declarative cron pattern, if it has one.
+    pub cron: Option<String>,
+    /// That schedule's timezone.
+    pub timezone: Option<String>,
     /// When a worker last registered it.
     pub last_seen_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Lists registered tasks by id.
+/// Lists registered tasks by id, with their queue's limits and their declarative schedule.
 pub async fn task_list(pool: &Pool) -> Result<Vec<TaskRow>> {
+    task_query(pool, None).await
+}
+
+/// One registered task, if a worker registered it.
+pub async fn task_get(pool: &Pool, task_id: &str) -> Result<Option<TaskRow>> {
+    Ok(task_query(pool, Some(task_id)).await?.pop())
+}
+
+async fn task_query(pool: &Pool, task_id: Option<&str>) -> Result<Vec<TaskRow>> {
     let rows = sqlx::query(
-        "SELECT id, queue, description, max_attempts, last_seen_at FROM kiln.tasks ORDER BY id",
+        "SELECT t.id, t.queue, t.description, t.max_attempts, t.retry, t.max_duration_ms,
+                t.ttl_ms, t.priority_s, coalesce(q.limit_override, q.concurrency_limit) AS concurrency_limit,
+                q.total_limit, s.cron, s.timezone, t.last_seen_at
+           FROM kiln.tasks t
+           LEFT JOIN kiln.queues q ON q.name = t.queue
+           LEFT JOIN kiln.schedules s ON s.task_id = t.id AND s.declarative AND s.active
+          WHERE $1::text IS NULL OR t.id = $1
+          ORDER BY t.id",
     )
+    .bind(task_id)
     .fetch_all(pool)
     .await
     .map_err(db("listing tasks"))?;
@@ -79,6 +112,14 @@ pub async fn task_list(pool: &Pool) -> Result<Vec<TaskRow>> {
                 queue: row.try_get("queue")?,
                 description: row.try_get("description")?,
                 max_attempts: row.try_get("max_attempts")?,
+                retry: row.try_get("retry")?,
+                max_duration_ms: row.try_get("max_duration_ms")?,
+                ttl_ms: row.try_get("ttl_ms")?,
+                priority_s: row.try_get("priority_s")?,
+                concurrency_limit: row.try_get("concurrency_limit")?,
+                total_limit: row.try_get("total_limit")?,
+                cron: row.try_get("cron")?,
+                timezone: row.try_get("timezone")?,
                 last_seen_at: row.try_get("last_seen_at")?,
             })
         })

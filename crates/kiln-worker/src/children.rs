@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::config::{FIRST_RESUME_BACKOFF, MAX_RESUME_BACKOFF};
 use crate::inflight::InFlight;
-use crate::retry::Backoff;
+use kiln_client::backoff::Backoff;
 
 /// Parents waiting in this process, woken when one of their children finishes.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@ use kiln_store::{Pool, StoreError};
 use tokio::sync::mpsc;
 
 use crate::inflight::InFlightRuns;
-use crate::retry::{Backoff, FIRST_ERROR_BACKOFF};
+use kiln_client::backoff::{Backoff, FIRST_ERROR_BACKOFF};
 
 /// Records outcomes received on `outcomes` until the channel closes and is drained.
 pub(crate) async fn run_completer(

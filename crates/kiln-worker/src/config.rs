@@ -38,8 +38,7 @@ pub const MAX_RESUME_BACKOFF: Duration = Duration::from_millis(500);
 pub const CLAIM_GATHER: Duration = Duration::from_millis(5);
 /// Pause after a claim skipped a queue another worker was claiming.
 pub const CONTENDED_RETRY: Duration = Duration::from_millis(5);
-/// Longest pause between retries of a failing database call.
-pub const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
+pub use kiln_client::backoff::MAX_ERROR_BACKOFF;
 
 /// Every tunable of a worker. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]

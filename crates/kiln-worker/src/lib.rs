@@ -28,7 +28,6 @@ mod execute;
 mod inflight;
 mod maintenance;
 mod registry;
-mod retry;
 mod worker;
 
 pub use config::*;

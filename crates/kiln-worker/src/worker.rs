@@ -22,8 +22,8 @@ use crate::execute::execute;
 use crate::inflight::{InFlightRuns, StopReason};
 use crate::maintenance::run_maintenance;
 use crate::registry::Registry;
-use crate::retry::{Backoff, FIRST_ERROR_BACKOFF};
 use crate::WorkerError;
+use kiln_client::backoff::{Backoff, FIRST_ERROR_BACKOFF};
 
 /// Channel on which inserts into `kiln.ready` are announced.
 const READY_CHANNEL: &str = "kiln_ready";

@@ -72,8 +72,8 @@
 #![forbid(unsafe_code)]
 
 pub use kiln_client::{
-    CancelOutcome, Client, ClientError, CreateSchedule, ErrorCode, QueueRow, Queues, RunFilter,
-    RunHandle, RunPage, Runs, Schedules, Trigger, UpdateSchedule,
+    ApiKey, CancelOutcome, Client, ClientError, CreateSchedule, ErrorCode, QueueRow, Queues,
+    RunFilter, RunHandle, RunPage, RunWaiter, Runs, Schedules, Scope, Trigger, UpdateSchedule,
 };
 pub use kiln_core::*;
 #[cfg(feature = "worker")]

@@ -1,16 +1,18 @@
-//! One way to wait after a failed database call, for every loop of the worker that retries one:
-//! exponential backoff with full jitter (from `backon`), capped at [`MAX_ERROR_BACKOFF`], reset
-//! by the caller after a success.
+//! One way to wait after a failed database call, for every loop that retries one (the worker's
+//! claim, completion, notification and resume loops, the client's run waiter): exponential
+//! backoff with jitter (from `backon`), capped at [`MAX_ERROR_BACKOFF`], reset by the caller
+//! after a success.
 
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MAX_ERROR_BACKOFF;
+/// Longest pause between retries of a failing database call.
+pub const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The first pause after a failure, unless a loop asks for another.
-pub(crate) const FIRST_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+pub const FIRST_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The backoff policy every retrying loop uses: doubling from `first`, up to `max`, jittered,
 /// never giving up (the worker keeps trying while it lives).
@@ -26,19 +28,19 @@ fn backoff_policy(first: Duration, max: Duration) -> ExponentialBuilder {
 /// The pauses of one retrying loop: [`Backoff::wait`] after each failure, [`Backoff::reset`]
 /// after a success.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     builder: ExponentialBuilder,
     delays: ExponentialBackoff,
 }
 
 impl Backoff {
     /// A loop whose first pause is `first`, growing up to [`MAX_ERROR_BACKOFF`].
-    pub(crate) fn new(first: Duration) -> Self {
+    pub fn new(first: Duration) -> Self {
         Self::capped(first, MAX_ERROR_BACKOFF)
     }
 
     /// A loop whose pauses grow from `first` up to `max`.
-    pub(crate) fn capped(first: Duration, max: Duration) -> Self {
+    pub fn capped(first: Duration, max: Duration) -> Self {
         let builder = backoff_policy(first, max);
         Self {
             delays: builder.build(),
@@ -47,17 +49,17 @@ impl Backoff {
     }
 
     /// The next pause (longer after each failure since the last reset).
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.delays.next().unwrap_or(MAX_ERROR_BACKOFF)
     }
 
     /// Starts again from the first pause.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.delays = self.builder.build();
     }
 
     /// Sleeps for the next pause; false when `stop` fired first.
-    pub(crate) async fn wait(&mut self, stop: &CancellationToken) -> bool {
+    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
         let delay = self.next_delay();
         tokio::select! {
             _ = stop.cancelled() => false,

@@ -1,0 +1,207 @@
+//! `kiln serve`, `kiln keys` and `kiln audit`: the HTTP API, its keys, and who changed what.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Subcommand};
+use kiln::Scope;
+use kiln_server::{AppState, ServerConfig};
+
+use crate::ops::DbArgs;
+use crate::{table, CliResult, Failure};
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = kiln_server::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Largest request body in bytes (the batch route allows --max-batch-body).
+    #[arg(long, default_value_t = kiln_server::DEFAULT_MAX_BODY_BYTES)]
+    max_body: usize,
+    /// Largest batch trigger body in bytes.
+    #[arg(long, default_value_t = kiln_server::DEFAULT_MAX_BATCH_BODY_BYTES)]
+    max_batch_body: usize,
+}
+
+/// Serves the HTTP API until SIGTERM or Ctrl-C.
+pub(crate) async fn serve(args: ServeArgs) -> CliResult {
+    let client = args.db.client().await?;
+    client.check_ready().await?;
+    let config = ServerConfig {
+        max_body_bytes: args.max_body,
+        max_batch_body_bytes: args.max_batch_body,
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::new(format!("cannot listen on {}: {e}", args.listen)))?;
+    println!(
+        "Kiln API on http://{}/api/v1 (OpenAPI: /api/v1/openapi.json)",
+        args.listen
+    );
+    kiln_server::serve(listener, AppState::new(client, config), shutdown_signal())
+        .await
+        .map_err(|e| Failure::new(format!("the API server failed: {e}")))
+}
+
+/// Resolves on the first SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create a key and print its secret (shown only now).
+    Create {
+        #[command(flatten)]
+        db: DbArgs,
+        /// A name to recognise the key by (unique among live keys).
+        #[arg(long)]
+        name: String,
+        /// trigger (trigger and read runs), read (read everything) or admin (everything).
+        #[arg(long, default_value = "trigger", value_parser = parse_scope)]
+        scope: Scope,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by name: it is refused within seconds.
+    Revoke {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The key's name.
+        name: String,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    text.parse().map_err(|e: kiln::ClientError| e.to_string())
+}
+
+pub(crate) async fn keys(command: KeysCommand) -> CliResult {
+    match command {
+        KeysCommand::Create {
+            db,
+            name,
+            scope,
+            json,
+        } => {
+            let created = db.client().await?.keys().create(&name, scope).await?;
+            if json {
+                table::json(&serde_json::json!({
+                    "name": created.key.name, "scope": created.key.scope,
+                    "prefix": created.key.prefix, "secret": created.secret,
+                }));
+            } else {
+                println!("{}", created.secret);
+                eprintln!(
+                    "key {name:?} ({scope}) created; the secret above is shown only now: store it \
+                     where your app reads its secrets"
+                );
+            }
+        }
+        KeysCommand::List { db, json } => {
+            let keys = db.client().await?.keys().list().await?;
+            if json {
+                table::json(&keys);
+            } else {
+                let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "-".into())
+                };
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            table::clean(&k.name),
+                            format!("{}…", k.prefix),
+                            k.scope.to_string(),
+                            time(Some(k.created_at)),
+                            time(k.last_used_at),
+                            time(k.revoked_at),
+                        ]
+                    })
+                    .collect();
+                table::print(
+                    &["NAME", "PREFIX", "SCOPE", "CREATED", "LAST USED", "REVOKED"],
+                    &rows,
+                );
+            }
+        }
+        KeysCommand::Revoke { db, name } => {
+            db.client().await?.keys().revoke(&name).await?;
+            println!(
+                "key {name:?} revoked; it is refused within {} s",
+                kiln_server::KEY_CACHE_TTL.as_secs()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Entries to show.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Only entries older than this id.
+    #[arg(long)]
+    before: Option<i64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Shows recent operator actions, newest first.
+pub(crate) async fn audit(args: AuditArgs) -> CliResult {
+    let entries = args
+        .db
+        .client()
+        .await?
+        .audit()
+        .list(args.limit, args.before)
+        .await?;
+    if args.json {
+        table::json(&entries);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.to_string(),
+                e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                table::clean(&e.actor),
+                e.action.clone(),
+                table::clean(&e.target),
+                if e.detail.is_null() {
+                    String::new()
+                } else {
+                    table::clean(&e.detail.to_string())
+                },
+            ]
+        })
+        .collect();
+    table::print(&["ID", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], &rows);
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! `client.tasks()`: the tasks workers have registered, with their definitions.
+
+pub use kiln_store::task::TaskRow;
+use kiln_store::task::{task_get, task_list};
+
+use crate::audit::Ops;
+use crate::ClientError;
+
+/// Reads registered tasks.
+#[derive(Debug, Clone, Copy)]
+pub struct Tasks<'a> {
+    ops: Ops<'a>,
+}
+
+impl<'a> Tasks<'a> {
+    pub(crate) fn new(ops: Ops<'a>) -> Self {
+        Self { ops }
+    }
+
+    /// Every registered task, by id.
+    pub async fn list(&self) -> Result<Vec<TaskRow>, ClientError> {
+        Ok(task_list(self.ops.pool).await?)
+    }
+
+    /// One registered task.
+    pub async fn retrieve(&self, task_id: &str) -> Result<TaskRow, ClientError> {
+        task_get(self.ops.pool, task_id)
+            .await?
+            .ok_or_else(|| ClientError::UnregisteredTask {
+                task_id: task_id.to_owned(),
+            })
+    }
+}

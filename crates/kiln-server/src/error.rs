@@ -1,0 +1,185 @@
+//! The API's one error shape, `{"error": {"code", "message"}}`, and the one place where error
+//! codes become HTTP statuses.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kiln_client::{ClientError, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error answered to an API caller. Its message never holds SQL, a stack or a secret.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What failed.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code: `invalid_request`, `invalid_option`, `payload_too_large`, `not_found`,
+    /// `conflict`, `unauthorized`, `forbidden`, `timeout`, `unavailable`, `internal`.
+    pub code: String,
+    /// What went wrong, and what to do.
+    pub message: String,
+}
+
+/// The one place where error codes become HTTP statuses.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidOption => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    /// An error of `code` saying `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for ApiError {
+    fn from(error: ClientError) -> Self {
+        let code = error.code();
+        let message = match &error {
+            // The driver's text may quote the statement: say only what Kiln was doing.
+            ClientError::Store(store) => {
+                tracing::error!(error = %error, "request failed in the database");
+                match code {
+                    ErrorCode::Unavailable => {
+                        "the database cannot be reached; try again shortly".to_owned()
+                    }
+                    _ => format!(
+                        "the database refused the request: {}",
+                        store.database_message()
+                    ),
+                }
+            }
+            ClientError::Connect(_) => "the database cannot be reached; try again shortly".into(),
+            _ => error.to_string(),
+        };
+        Self { code, message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str().to_owned(),
+                message: self.message,
+            },
+        };
+        (status_of(self.code), axum::Json(body)).into_response()
+    }
+}
+
+/// A JSON request body: malformed JSON or a field of the wrong type is a 400 naming the field's
+/// path; a body over the route's limit is a 413.
+#[derive(Debug)]
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(e)
+                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        "the request body is larger than this server accepts (see the server's \
+                         --max-body setting)",
+                    )
+                }
+                other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
+            })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = if path == "." || path.is_empty() {
+                format!("the request body is not valid: {inner}")
+            } else {
+                format!("the request body is not valid at {path}: {inner}")
+            };
+            ApiError::new(ErrorCode::InvalidRequest, message)
+        })?;
+        Ok(Self(value))
+    }
+}
+
+/// A path parameter; one that does not parse (a run id that is not a UUID) is a 400.
+#[derive(Debug)]
+pub(crate) struct ApiPath<T>(pub(crate) T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
+    }
+}
+
+/// Query parameters; one that does not parse is a 400 naming it.
+#[derive(Debug)]
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
+    }
+}

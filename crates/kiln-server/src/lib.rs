@@ -1,0 +1,211 @@
+//! Kiln's HTTP API: `/api/v1/...` shaped like Trigger.dev's management API, bearer API keys with
+//! scopes, an OpenAPI 3.1 document generated from the handlers' own types
+//! (`GET /api/v1/openapi.json`), and `/healthz` and `/readyz`. Every handler calls the client's
+//! operations layer; this crate holds no SQL.
+//!
+//! ```no_run
+//! # async fn demo(pool: sqlx::PgPool) -> std::io::Result<()> {
+//! let state = kiln_server::AppState::new(kiln_client::Client::new(pool), Default::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! kiln_server::serve(listener, state, std::future::pending()).await
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod auth;
+mod dto;
+mod error;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use kiln_client::{Client, RunWaiter};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+
+pub use auth::{KEY_CACHE_TTL, LAST_USED_EVERY};
+pub use dto::*;
+pub use error::{status_of, ApiError, ErrorBody, ErrorDetail};
+pub use routes::{DEFAULT_API_PAGE, DEFAULT_WAIT, MAX_API_PAGE, MAX_WAIT};
+
+/// Where `kiln serve` listens by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Largest request body by default: room for a payload at its limit (4 MiB) and its options.
+pub const DEFAULT_MAX_BODY_BYTES: usize = kiln_core::MAX_PAYLOAD_BYTES + 1024 * 1024;
+/// Largest batch request body by default: 1,000 items of up to 64 KiB each.
+pub const DEFAULT_MAX_BATCH_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body of every route but the batch trigger.
+    pub max_body_bytes: usize,
+    /// Largest body of `POST /api/v1/tasks/{taskId}/batch`.
+    pub max_batch_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_batch_body_bytes: DEFAULT_MAX_BATCH_BODY_BYTES,
+        }
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    client: Client,
+    waiter: RunWaiter,
+    keys: Arc<auth::KeyCache>,
+    config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    /// State over `client` (its actions are recorded as done by each request's key). Starts the
+    /// listener that wakes `GET /runs/{id}/wait` (needs a tokio runtime).
+    pub fn new(client: Client, config: ServerConfig) -> Self {
+        Self {
+            waiter: RunWaiter::start(client.clone()),
+            client,
+            keys: Arc::default(),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The OpenAPI document of the API, generated from the handlers' attributes and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Kiln API",
+        description = "Trigger and manage durable background runs. Authenticate with \
+                       `Authorization: Bearer kiln_sk_...` (create a key with `kiln keys create`).",
+    ),
+    paths(
+        routes::trigger_task, routes::batch_trigger, routes::list_runs, routes::get_run,
+        routes::wait_run, routes::cancel_run, routes::replay_run, routes::reschedule_run,
+        routes::list_tasks, routes::list_queues, routes::get_queue, routes::pause_queue,
+        routes::resume_queue, routes::override_queue_limit, routes::reset_queue_limit,
+        routes::list_schedules, routes::create_schedule, routes::get_schedule,
+        routes::update_schedule, routes::delete_schedule, routes::activate_schedule,
+        routes::deactivate_schedule, routes::list_audit, routes::list_keys, routes::healthz,
+        routes::readyz, routes::openapi_document,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "runs", description = "Trigger, read, wait for and steer runs"),
+        (name = "tasks", description = "Registered tasks"),
+        (name = "queues", description = "Queues: limits, counts, pause"),
+        (name = "schedules", description = "Cron schedules"),
+        (name = "audit", description = "Who changed what"),
+        (name = "keys", description = "API keys"),
+        (name = "health", description = "Liveness and readiness"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("kiln_sk_...")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 document as JSON.
+pub fn openapi_json() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
+}
+
+/// The router: every route of the API. Tests call it directly.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let max_batch = state.config.max_batch_body_bytes;
+    let document = Arc::new(openapi_json());
+    let api = Router::new()
+        .route("/tasks", get(routes::list_tasks))
+        .route("/tasks/{task_id}/trigger", post(routes::trigger_task))
+        .route(
+            "/tasks/{task_id}/batch",
+            post(routes::batch_trigger).layer(DefaultBodyLimit::max(max_batch)),
+        )
+        .route("/runs", get(routes::list_runs))
+        .route("/runs/{id}", get(routes::get_run))
+        .route("/runs/{id}/wait", get(routes::wait_run))
+        .route("/runs/{id}/cancel", post(routes::cancel_run))
+        .route("/runs/{id}/replay", post(routes::replay_run))
+        .route("/runs/{id}/reschedule", post(routes::reschedule_run))
+        .route("/queues", get(routes::list_queues))
+        .route("/queues/{name}", get(routes::get_queue))
+        .route("/queues/{name}/pause", post(routes::pause_queue))
+        .route("/queues/{name}/resume", post(routes::resume_queue))
+        .route(
+            "/queues/{name}/concurrency/override",
+            post(routes::override_queue_limit),
+        )
+        .route(
+            "/queues/{name}/concurrency/reset",
+            post(routes::reset_queue_limit),
+        )
+        .route(
+            "/schedules",
+            get(routes::list_schedules).post(routes::create_schedule),
+        )
+        .route(
+            "/schedules/{id}",
+            get(routes::get_schedule)
+                .put(routes::update_schedule)
+                .delete(routes::delete_schedule),
+        )
+        .route("/schedules/{id}/activate", post(routes::activate_schedule))
+        .route(
+            "/schedules/{id}/deactivate",
+            post(routes::deactivate_schedule),
+        )
+        .route("/audit", get(routes::list_audit))
+        .route("/keys", get(routes::list_keys))
+        .route(
+            "/openapi.json",
+            get(move || routes::openapi_document(Arc::clone(&document))),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                kiln_client::ErrorCode::NotFound,
+                "no such API route: GET /api/v1/openapi.json lists them",
+            )
+        });
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, then lets requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

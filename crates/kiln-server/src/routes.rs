@@ -1,0 +1,798 @@
+//! The handlers of `/api/v1`: each reads its input, calls the operations layer as the caller's
+//! key, and answers JSON. Their `#[utoipa::path]` attributes are the OpenAPI document.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use kiln_client::{BatchItem, CancelOutcome, CreateSchedule, ErrorCode, RunFilter, UpdateSchedule};
+use kiln_core::RunStatus;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::auth::{Admin, Caller, ReadAll, ReadRuns, TriggerRuns};
+use crate::dto::*;
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::AppState;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Longest a caller may wait on `GET /runs/{id}/wait`.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How long `GET /runs/{id}/wait` waits when no timeout is given.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+#[utoipa::path(
+    post, path = "/api/v1/tasks/{taskId}/trigger", tag = "runs",
+    params(("taskId" = String, Path, description = "The task's id")),
+    request_body = TriggerRequest,
+    responses(
+        (status = 201, description = "A new run", body = TriggerResponse),
+        (status = 200, description = "The existing run of a live idempotency key", body = TriggerResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No worker has registered this task", body = ErrorBody),
+        (status = 413, description = "Body or payload too large", body = ErrorBody),
+        (status = 422, description = "An option or the payload is refused", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn trigger_task(
+    caller: Caller<TriggerRuns>,
+    ApiPath(task_id): ApiPath<String>,
+    ApiJson(request): ApiJson<TriggerRequest>,
+) -> ApiResult<(StatusCode, Json<TriggerResponse>)> {
+    let options = request.options.into_options()?;
+    let handle = caller
+        .client
+        .trigger_by_id(&task_id, request.payload)
+        .options(options)
+        .await?;
+    let status = if handle.is_cached {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(handle.into())))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/tasks/{taskId}/batch", tag = "runs",
+    params(("taskId" = String, Path, description = "The task's id")),
+    request_body = BatchRequest,
+    responses(
+        (status = 201, description = "The runs, in item order", body = BatchResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No worker has registered this task", body = ErrorBody),
+        (status = 413, description = "Body or a payload too large", body = ErrorBody),
+        (status = 422, description = "An item's options or payload are refused", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn batch_trigger(
+    caller: Caller<TriggerRuns>,
+    ApiPath(task_id): ApiPath<String>,
+    ApiJson(request): ApiJson<BatchRequest>,
+) -> ApiResult<(StatusCode, Json<BatchResponse>)> {
+    let mut items = Vec::with_capacity(request.items.len());
+    for (index, item) in request.items.into_iter().enumerate() {
+        let options = item.options.into_options().map_err(|e| {
+            let mut error = ApiError::from(e);
+            error.message = format!("batch item {index}: {}", error.message);
+            error
+        })?;
+        items.push(BatchItem::with_options(item.payload, options));
+    }
+    let handles = caller.client.batch_trigger_by_id(&task_id, items).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BatchResponse {
+            data: handles.into_iter().map(TriggerResponse::from).collect(),
+        }),
+    ))
+}
+
+/// Filters of `GET /api/v1/runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RunsQuery {
+    /// Statuses, comma-separated (`failed,queued`); `retrying` means queued for a retry.
+    status: Option<String>,
+    /// Only runs of this task.
+    task: Option<String>,
+    /// Only runs carrying this tag.
+    tag: Option<String>,
+    /// Only runs with this concurrency key.
+    concurrency_key: Option<String>,
+    /// Only runs in this queue.
+    queue: Option<String>,
+    /// Only the run holding this idempotency key.
+    idempotency_key: Option<String>,
+    /// Only runs triggered at or after this RFC 3339 time.
+    from: Option<chrono::DateTime<Utc>>,
+    /// Only runs triggered before this RFC 3339 time.
+    to: Option<chrono::DateTime<Utc>>,
+    /// Only children of this run.
+    parent: Option<Uuid>,
+    /// Runs per page, 1 to 100 (default 25).
+    limit: Option<u32>,
+    /// The `pagination.next` of the previous page.
+    cursor: Option<Uuid>,
+    /// The `pagination.previous` of the next page.
+    before: Option<Uuid>,
+}
+
+/// Most runs one API page holds.
+pub const MAX_API_PAGE: u32 = 100;
+/// Runs per API page by default.
+pub const DEFAULT_API_PAGE: u32 = 25;
+
+#[utoipa::path(
+    get, path = "/api/v1/runs", tag = "runs",
+    params(RunsQuery),
+    responses(
+        (status = 200, description = "A page of runs, newest first", body = RunPageBody),
+        (status = 400, description = "A filter does not parse", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 422, description = "A filter is out of range", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_runs(
+    caller: Caller<ReadRuns>,
+    ApiQuery(query): ApiQuery<RunsQuery>,
+) -> ApiResult<Json<RunPageBody>> {
+    let limit = query.limit.unwrap_or(DEFAULT_API_PAGE);
+    if !(1..=MAX_API_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidOption,
+            format!("limit must be between 1 and {MAX_API_PAGE}, got {limit}"),
+        ));
+    }
+    let mut statuses = Vec::new();
+    for name in query
+        .status
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        if name == "retrying" {
+            statuses.push(RunStatus::Queued);
+            continue;
+        }
+        statuses.push(name.parse().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidOption,
+                format!(
+                    "status {name:?} is not a run status: use {} or retrying",
+                    RunStatus::ALL.map(|s| s.as_str()).join(", ")
+                ),
+            )
+        })?);
+    }
+    let filter = RunFilter {
+        task_ids: query.task.into_iter().collect(),
+        statuses,
+        queue: query.queue,
+        tags: query.tag.into_iter().collect(),
+        concurrency_key: query.concurrency_key,
+        created_after: query.from,
+        created_before: query.to,
+        parent_run_id: query.parent,
+        idempotency_key: query.idempotency_key,
+        cursor: query.cursor,
+        before: query.before,
+        limit: Some(limit),
+    };
+    let page = caller.client.runs().list(&filter).await?;
+    Ok(Json(RunPageBody {
+        data: page.runs.iter().map(|r| RunBody::new(r, None)).collect(),
+        pagination: Pagination {
+            next: page.next_cursor,
+            previous: page.previous_cursor,
+        },
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/runs/{id}", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run with its attempts", body = RunBody),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_run(
+    caller: Caller<ReadRuns>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<RunBody>> {
+    let runs = caller.client.runs();
+    let run = runs.retrieve(id).await?;
+    let children = runs.count_children(id).await?;
+    Ok(Json(RunBody::new(&run, Some(children))))
+}
+
+/// How long to wait.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct WaitQuery {
+    /// A duration such as `30s` (default 30 s, at most 5 min).
+    timeout: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/runs/{id}/wait", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id"), WaitQuery),
+    responses(
+        (status = 200, description = "The run, now final", body = RunBody),
+        (status = 400, description = "The id or the timeout does not parse", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+        (status = 408, description = "The run was not final within the timeout", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn wait_run(
+    State(state): State<AppState>,
+    _caller: Caller<ReadRuns>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
+) -> ApiResult<Json<RunBody>> {
+    let timeout = match query.timeout.as_deref() {
+        None => DEFAULT_WAIT,
+        Some(text) => kiln_core::parse_duration(text).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("timeout {text:?} is not a duration ({e}); write e.g. 30s"),
+            )
+        })?,
+    };
+    if timeout > MAX_WAIT {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("timeout may be at most {} s", MAX_WAIT.as_secs()),
+        ));
+    }
+    match state.waiter.wait(id, timeout).await? {
+        Some(run) => Ok(Json(RunBody::new(&run, None))),
+        None => Err(ApiError::new(
+            ErrorCode::Timeout,
+            format!(
+                "run {id} was not final within {} s; wait again",
+                timeout.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "Canceled (an executing run's token fired)", body = CancelResponse),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+        (status = 409, description = "The run already finished", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn cancel_run(
+    caller: Caller<Admin>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<CancelResponse>> {
+    match caller.client.runs().cancel(id).await? {
+        CancelOutcome::Canceled { was } => Ok(Json(CancelResponse {
+            id,
+            previous_status: was.as_str().to_owned(),
+        })),
+        CancelOutcome::AlreadyFinished(status) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("run {id} already finished as {status}; nothing to cancel"),
+        )),
+        CancelOutcome::NotFound => Err(kiln_client::ClientError::RunNotFound(id).into()),
+    }
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/runs/{id}/replay", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body(content = ReplayRequest, description = "Optional: a new payload"),
+    responses(
+        (status = 201, description = "The new run", body = TriggerResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+        (status = 413, description = "Body or payload too large", body = ErrorBody),
+        (status = 422, description = "The payload is refused", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn replay_run(
+    caller: Caller<Admin>,
+    ApiPath(id): ApiPath<Uuid>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<TriggerResponse>)> {
+    let request: ReplayRequest = if body.is_empty() {
+        ReplayRequest::default()
+    } else {
+        let mut deserializer = serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request body is not valid at {}: {}",
+                    e.path(),
+                    e.inner()
+                ),
+            )
+        })?
+    };
+    let handle = caller.client.runs().replay(id, request.payload).await?;
+    Ok((StatusCode::CREATED, Json(handle.into())))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/runs/{id}/reschedule", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id")),
+    request_body = RescheduleRequest,
+    responses(
+        (status = 200, description = "The run, moved", body = RunBody),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+        (status = 409, description = "The run has started or finished", body = ErrorBody),
+        (status = 422, description = "Neither or both of delay and at, or a bad duration", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn reschedule_run(
+    caller: Caller<Admin>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<RescheduleRequest>,
+) -> ApiResult<Json<RunBody>> {
+    let at = match (request.delay, request.at) {
+        (Some(delay), None) => {
+            let delay = TriggerOptionsBody {
+                delay: Some(delay),
+                ..TriggerOptionsBody::default()
+            }
+            .into_options()?
+            .delay;
+            match delay {
+                Some(kiln_core::Delay::For(d)) => {
+                    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+                }
+                Some(kiln_core::Delay::Until(at)) => at,
+                None => Utc::now(),
+            }
+        }
+        (None, Some(at)) => at,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidOption,
+                "give exactly one of delay (\"10m\") and at (an RFC 3339 time)",
+            ))
+        }
+    };
+    let runs = caller.client.runs();
+    runs.reschedule(id, at).await?;
+    Ok(Json(RunBody::new(&runs.retrieve(id).await?, None)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/tasks", tag = "tasks",
+    responses(
+        (status = 200, description = "Every registered task with its definition", body = TaskList),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_tasks(caller: Caller<ReadAll>) -> ApiResult<Json<TaskList>> {
+    let tasks = caller.client.tasks().list().await?;
+    Ok(Json(TaskList {
+        data: tasks.iter().map(TaskBody::from).collect(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/queues", tag = "queues",
+    responses(
+        (status = 200, description = "Every queue with its limits and counts", body = QueueList),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_queues(caller: Caller<ReadAll>) -> ApiResult<Json<QueueList>> {
+    let queues = caller.client.queues().list().await?;
+    Ok(Json(QueueList {
+        data: queues.iter().map(QueueBody::from).collect(),
+    }))
+}
+
+async fn queue_body(client: &kiln_client::Client, name: &str) -> ApiResult<QueueBody> {
+    client
+        .queues()
+        .retrieve(name)
+        .await?
+        .map(|q| QueueBody::from(&q))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("queue {name:?} does not exist: GET /api/v1/queues lists them"),
+            )
+        })
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/queues/{name}", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue", body = QueueBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No queue has this name", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_queue(
+    caller: Caller<ReadAll>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<QueueBody>> {
+    Ok(Json(queue_body(&caller.client, &name).await?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/queues/{name}/pause", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, paused", body = QueueBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No queue has this name", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn pause_queue(
+    caller: Caller<Admin>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<QueueBody>> {
+    caller.client.queues().pause(&name).await?;
+    Ok(Json(queue_body(&caller.client, &name).await?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/queues/{name}/resume", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, resumed", body = QueueBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No queue has this name", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn resume_queue(
+    caller: Caller<Admin>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<QueueBody>> {
+    caller.client.queues().resume(&name).await?;
+    Ok(Json(queue_body(&caller.client, &name).await?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/queues/{name}/concurrency/override", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    request_body = LimitRequest,
+    responses(
+        (status = 200, description = "The queue with its new limit", body = QueueBody),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No queue has this name", body = ErrorBody),
+        (status = 422, description = "The limit is out of range", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn override_queue_limit(
+    caller: Caller<Admin>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(request): ApiJson<LimitRequest>,
+) -> ApiResult<Json<QueueBody>> {
+    caller
+        .client
+        .queues()
+        .set_limit(&name, Some(request.limit))
+        .await?;
+    Ok(Json(queue_body(&caller.client, &name).await?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/queues/{name}/concurrency/reset", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses(
+        (status = 200, description = "The queue, back to its declared limit", body = QueueBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No queue has this name", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn reset_queue_limit(
+    caller: Caller<Admin>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<QueueBody>> {
+    caller.client.queues().set_limit(&name, None).await?;
+    Ok(Json(queue_body(&caller.client, &name).await?))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/schedules", tag = "schedules",
+    responses(
+        (status = 200, description = "Every schedule with its next fire times", body = ScheduleList),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_schedules(caller: Caller<ReadAll>) -> ApiResult<Json<ScheduleList>> {
+    let schedules = caller.client.schedules().list(None).await?;
+    Ok(Json(ScheduleList {
+        data: schedules.iter().map(ScheduleBody::from).collect(),
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/schedules", tag = "schedules",
+    request_body = CreateScheduleRequest,
+    responses(
+        (status = 201, description = "The schedule (an existing one for a dedup key in use, updated)", body = ScheduleBody),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No worker has registered this task", body = ErrorBody),
+        (status = 409, description = "The dedup key belongs to another schedule", body = ErrorBody),
+        (status = 422, description = "The pattern or timezone does not parse", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_schedule(
+    caller: Caller<Admin>,
+    ApiJson(request): ApiJson<CreateScheduleRequest>,
+) -> ApiResult<(StatusCode, Json<ScheduleBody>)> {
+    let mut create = CreateSchedule::new(request.task, request.cron);
+    if let Some(tz) = request.timezone {
+        create = create.timezone(tz);
+    }
+    if let Some(id) = request.external_id {
+        create = create.external_id(id);
+    }
+    if let Some(key) = request.deduplication_key {
+        create = create.dedup_key(key);
+    }
+    let schedule = caller.client.schedules().create(create).await?;
+    Ok((StatusCode::CREATED, Json(ScheduleBody::from(&schedule))))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    responses(
+        (status = 200, description = "The schedule", body = ScheduleBody),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No schedule has this id", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn get_schedule(
+    caller: Caller<ReadAll>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<ScheduleBody>> {
+    let schedule = caller.client.schedules().retrieve(id).await?;
+    Ok(Json(ScheduleBody::from(&schedule)))
+}
+
+#[utoipa::path(
+    put, path = "/api/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    request_body = UpdateScheduleRequest,
+    responses(
+        (status = 200, description = "The schedule, changed", body = ScheduleBody),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No schedule has this id, or the new task is not registered", body = ErrorBody),
+        (status = 409, description = "A declarative schedule is changed in code", body = ErrorBody),
+        (status = 422, description = "The pattern or timezone does not parse", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn update_schedule(
+    caller: Caller<Admin>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<UpdateScheduleRequest>,
+) -> ApiResult<Json<ScheduleBody>> {
+    let mut changes = UpdateSchedule::default();
+    if let Some(task) = request.task {
+        changes = changes.task_id(task);
+    }
+    if let Some(cron) = request.cron {
+        changes = changes.cron(cron);
+    }
+    if let Some(tz) = request.timezone {
+        changes = changes.timezone(tz);
+    }
+    if let Some(external_id) = request.external_id {
+        changes = changes.external_id(Some(external_id));
+    }
+    let schedule = caller.client.schedules().update(id, changes).await?;
+    Ok(Json(ScheduleBody::from(&schedule)))
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/schedules/{id}", tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    responses(
+        (status = 204, description = "Deleted; the runs it triggered stay"),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No schedule has this id", body = ErrorBody),
+        (status = 409, description = "A declarative schedule is changed in code", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn delete_schedule(
+    caller: Caller<Admin>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    caller.client.schedules().delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/schedules/{id}/activate", tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    responses(
+        (status = 200, description = "The schedule, active", body = ScheduleBody),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No schedule has this id", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn activate_schedule(
+    caller: Caller<Admin>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<ScheduleBody>> {
+    let schedule = caller.client.schedules().activate(id).await?;
+    Ok(Json(ScheduleBody::from(&schedule)))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/schedules/{id}/deactivate", tag = "schedules",
+    params(("id" = Uuid, Path, description = "The schedule's id")),
+    responses(
+        (status = 200, description = "The schedule, inactive", body = ScheduleBody),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No schedule has this id", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn deactivate_schedule(
+    caller: Caller<Admin>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<ScheduleBody>> {
+    let schedule = caller.client.schedules().deactivate(id).await?;
+    Ok(Json(ScheduleBody::from(&schedule)))
+}
+
+/// A page of the audit log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Entries per page, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// Only entries older than this id.
+    before: Option<i64>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Recent operator actions, newest first", body = AuditList),
+        (status = 400, description = "A parameter does not parse", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 422, description = "The limit is out of range", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_audit(
+    caller: Caller<ReadAll>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<AuditList>> {
+    let entries = caller
+        .client
+        .audit()
+        .list(query.limit.unwrap_or(50), query.before)
+        .await?;
+    Ok(Json(AuditList {
+        data: entries.iter().map(AuditBody::from).collect(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/keys", tag = "keys",
+    responses(
+        (status = 200, description = "Every API key (never a secret)", body = Vec<KeyBody>),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_keys(caller: Caller<Admin>) -> ApiResult<Json<Vec<KeyBody>>> {
+    let keys = caller.client.keys().list().await?;
+    Ok(Json(keys.iter().map(KeyBody::from).collect()))
+}
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "The database is reachable and migrated", body = Health),
+        (status = 503, description = "The database is unreachable or not migrated", body = ErrorBody),
+    )
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    state.client.check_ready().await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "This OpenAPI 3.1 document", body = Object))
+)]
+pub(crate) async fn openapi_document(
+    document: std::sync::Arc<serde_json::Value>,
+) -> Json<serde_json::Value> {
+    Json((*document).clone())
+}
