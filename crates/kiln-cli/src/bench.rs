@@ -24,6 +24,9 @@ pub(crate) enum BenchCommand {
     /// One parent triggers N children with batch_trigger_and_wait: time until all complete and
     /// the parent has resumed and completed.
     Fanout(FanoutArgs),
+    /// Triggers over the HTTP API against the Rust client, single and batched, same
+    /// concurrency and pool size.
+    Http(crate::bench_http::HttpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,13 +100,13 @@ static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
 static LATENCIES: Mutex<Option<mpsc::UnboundedSender<f64>>> = Mutex::new(None);
 
 #[derive(Debug, Serialize, Deserialize)]
-struct NoopPayload {
+pub(crate) struct NoopPayload {
     i: u64,
 }
 
 task! {
     /// Does nothing: measures Kiln's own cost per run.
-    BenchNoop {
+    pub(crate) BenchNoop {
         id: "kiln-bench-noop",
         run: async |_ctx: Context, _payload: NoopPayload| -> Result<()> {
             if EXECUTED.fetch_add(1, Ordering::AcqRel) + 1 == TARGET.load(Ordering::Acquire) {
@@ -170,6 +173,7 @@ pub(crate) async fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Throughput(args) => throughput(args).await,
         BenchCommand::Latency(args) => latency(args).await,
         BenchCommand::Fanout(args) => fanout(args).await,
+        BenchCommand::Http(args) => crate::bench_http::http(args).await,
     }
 }
 

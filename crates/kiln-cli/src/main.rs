@@ -8,6 +8,7 @@
 
 mod api;
 mod bench;
+mod bench_http;
 mod dev;
 mod ops;
 mod schedules;
