@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
 /// A migrated database of its own for one test.
@@ -304,33 +304,22 @@ pub async fn registered() -> (TestDb, kiln::Client) {
     (db, client)
 }
 
-/// Deadlocks Postgres recorded in the test's database, read after every given pool's pending
-/// statistics were flushed (each backend flushes them lazily: `pg_stat_force_next_flush()` makes
-/// it flush when its statement ends). Pools are closed afterwards.
+/// Deadlocks Postgres recorded in the test's database, read after every given pool's idle
+/// connections flushed their pending statistics (see `kiln_store::stats::stats_deadlocks`).
+/// The pools are closed afterwards.
 pub async fn deadlocks_recorded(db: &TestDb, pools: &[&PgPool]) -> i64 {
     for pool in pools {
-        let mut held = Vec::new();
-        for _ in 0..pool.size() {
-            if let Some(mut conn) = pool.try_acquire() {
-                sqlx::query("SELECT pg_stat_force_next_flush()")
-                    .execute(&mut *conn)
-                    .await
-                    .expect("flush pending statistics");
-                held.push(conn);
-            }
-        }
-        drop(held);
+        kiln_store::stats::stats_deadlocks(pool)
+            .await
+            .expect("flush and read statistics");
         pool.close().await;
     }
-    let mut conn = sqlx::PgConnection::connect(&db.url)
+    let reader = PgPool::connect(&db.url)
         .await
         .expect("connect to read statistics");
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(&mut conn)
+    let deadlocks = kiln_store::stats::stats_deadlocks(&reader)
         .await
-        .expect("flush");
-    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        .fetch_one(&mut conn)
-        .await
-        .expect("read pg_stat_database")
+        .expect("read pg_stat_database");
+    reader.close().await;
+    deadlocks
 }

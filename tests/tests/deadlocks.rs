@@ -63,9 +63,9 @@ impl Tally {
     }
 }
 
-/// A stalling worker is frozen for the second half of every 4 s since it started.
+/// A stalling worker is frozen for 3 s of every 4 s since it started, twice its lease.
 fn stalled(start: tokio::time::Instant) -> bool {
-    start.elapsed().as_millis() % 4_000 >= 2_000
+    start.elapsed().as_millis() % 4_000 >= 1_000
 }
 
 async fn pool(db: &TestDb, connections: u32) -> PgPool {
@@ -93,7 +93,7 @@ async fn trigger_runs(pool: &PgPool, n: i32) -> Vec<Uuid> {
 
 /// One simulated worker: claims, heartbeats its held runs every 20 ms, and completes what it
 /// holds in batches in random order, mostly as retries (queued again at once) so that runs cycle.
-/// A worker that `stalls` stops beating and completing for 2 s now and then, so its leases
+/// A worker that `stalls` stops beating and completing for 3 s now and then, so its leases
 /// expire, the rescuer takes them, and its late completions meet the fence.
 async fn simulated_worker(
     id: String,
@@ -233,7 +233,6 @@ async fn heartbeat_completion_cancel_rescue_and_reschedule_never_deadlock() {
             Arc::clone(&tally),
         );
         tokio::spawn(async move {
-            let rescuer = Rescuer::default();
             let mut round = 0u64;
             while !stop.is_cancelled() {
                 round += 1;
@@ -257,18 +256,27 @@ async fn heartbeat_completion_cancel_rescue_and_reschedule_never_deadlock() {
                         tally.rescheduled.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if round % 10 == 0 {
-                    if let Some(n) = tally.record(rescuer.rescue_expired_leases(&pool).await) {
-                        tally.rescued.fetch_add(n, Ordering::Relaxed);
-                    }
-                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+
+    let rescuer_task = {
+        let (pool, stop, tally) = (operator.clone(), stop.clone(), Arc::clone(&tally));
+        tokio::spawn(async move {
+            let rescuer = Rescuer::default();
+            while !stop.is_cancelled() {
+                if let Some(n) = tally.record(rescuer.rescue_expired_leases(&pool).await) {
+                    tally.rescued.fetch_add(n, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
 
     tokio::time::sleep(STRESS).await;
     stop.cancel();
+    rescuer_task.await.expect("rescuer");
     let mut pools = Vec::new();
     for worker in workers {
         pools.push(worker.await.expect("simulated worker"));

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, Subcommand};
 use kiln::{task, Context, Result, Task, TriggerOptions, Worker};
 use kiln_store::run::{run_insert_many, run_purge_task, run_status_counts, RunSpec};
+use kiln_store::stats::stats_deadlocks;
 use kiln_store::task::task_register;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
@@ -192,6 +193,7 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
         .map_err(Failure::new)?;
     EXECUTED.store(0, Ordering::Release);
     TARGET.store(u64::from(args.runs), Ordering::Release);
+    let deadlocks_before = stats_deadlocks(&pool).await.map_err(Failure::new)?;
 
     let specs: Vec<RunSpec> = (0..u64::from(args.runs))
         .map(|i| RunSpec {
@@ -243,10 +245,11 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
             args.runs
         )));
     }
+    let deadlocks = stats_deadlocks(&pool).await.map_err(Failure::new)? - deadlocks_before;
     let rate = |d: Duration| f64::from(args.runs) / d.as_secs_f64();
     if args.json {
         table::json(&serde_json::json!({
-            "runs": args.runs, "concurrency": args.concurrency,
+            "runs": args.runs, "concurrency": args.concurrency, "deadlocks": deadlocks,
             "insert_ms": insert.as_millis(), "insert_runs_per_s": rate(insert).round(),
             "execute_ms": execute.as_millis(), "execute_runs_per_s": rate(execute).round(),
             "bodies_ms": bodies.as_millis(), "bodies_runs_per_s": rate(bodies).round(),
@@ -260,6 +263,7 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
             args.runs,
             rate(bodies)
         );
+        println!("deadlocks detected by Postgres in this database during the run: {deadlocks}");
     }
     Ok(())
 }

@@ -154,35 +154,38 @@ pub async fn lease_heartbeat(
         "WITH held AS (
              SELECT * FROM unnest($2::uuid[], $3::int[]) AS h(run_id, attempt)
          ),
+         -- One index scan with `= ANY(array)` per lock query (see lease_complete_many).
          lease_rows AS MATERIALIZED (
-             SELECT l.run_id FROM kiln.leases l JOIN held h USING (run_id, attempt)
-              WHERE l.worker_id = $1
+             SELECT l.run_id FROM kiln.leases l
+              WHERE l.run_id = ANY($2::uuid[]) AND l.worker_id = $1
               ORDER BY l.run_id
                 FOR UPDATE OF l SKIP LOCKED
          ),
          extended AS (
              UPDATE kiln.leases l SET expires_at = now() + $4 * interval '1 millisecond'
-               FROM lease_rows k WHERE l.run_id = k.run_id
+               FROM lease_rows k, held h
+              WHERE l.run_id = k.run_id AND h.run_id = l.run_id AND h.attempt = l.attempt
              RETURNING l.run_id
          ),
          -- Parents waiting on children hold their lease in kiln.waits.
          wait_rows AS MATERIALIZED (
-             SELECT w.run_id FROM kiln.waits w JOIN held h USING (run_id, attempt)
-              WHERE w.worker_id = $1
+             SELECT w.run_id FROM kiln.waits w
+              WHERE w.run_id = ANY($2::uuid[]) AND w.worker_id = $1
               ORDER BY w.run_id
                 FOR UPDATE OF w SKIP LOCKED
          ),
          waiting AS (
              UPDATE kiln.waits w SET expires_at = now() + $4 * interval '1 millisecond'
-               FROM wait_rows k WHERE w.run_id = k.run_id
+               FROM wait_rows k, held h
+              WHERE w.run_id = k.run_id AND h.run_id = w.run_id AND h.attempt = w.attempt
              RETURNING w.run_id
          ),
          -- What the statement's snapshot holds, locked by others or not.
          present AS (
-             SELECT l.run_id FROM kiln.leases l JOIN held h USING (run_id, attempt)
+             SELECT l.run_id FROM held h JOIN kiln.leases l USING (run_id, attempt)
               WHERE l.worker_id = $1
              UNION ALL
-             SELECT w.run_id FROM kiln.waits w JOIN held h USING (run_id, attempt)
+             SELECT w.run_id FROM held h JOIN kiln.waits w USING (run_id, attempt)
               WHERE w.worker_id = $1
          )
          SELECT p.run_id,
@@ -276,9 +279,14 @@ pub async fn lease_complete_many(
          now AS (SELECT coalesce($10, now()) AS at),
          -- Lock order (docs/architecture.md): leases, then runs, each ORDER BY its key. A lease
          -- extended while the rescuer waited for its lock is re-checked and left alone.
+         -- Each lock query is one index scan of a primary key with `= ANY(array)`: joined to
+         -- `ended` or `fenced` (whose row counts the planner cannot estimate), it would probe
+         -- the index once per row with the whole array each time. A lease of another attempt
+         -- of the same run is locked too, briefly; the fence below leaves it alone.
          lease_rows AS MATERIALIZED (
-             SELECT l.run_id FROM kiln.leases l JOIN ended e USING (run_id, attempt)
-              WHERE NOT $9 OR l.expires_at < (SELECT at FROM now)
+             SELECT l.run_id FROM kiln.leases l
+              WHERE l.run_id = ANY($1::uuid[])
+                AND (NOT $9 OR l.expires_at < (SELECT at FROM now))
               ORDER BY l.run_id
                 FOR UPDATE OF l
          ),
@@ -297,7 +305,8 @@ pub async fn lease_complete_many(
                FROM fenced f
          ),
          run_rows AS MATERIALIZED (
-             SELECT r.id FROM kiln.runs r WHERE r.id IN (SELECT f.run_id FROM fenced f)
+             SELECT r.id FROM kiln.runs r
+              WHERE r.id = ANY(ARRAY(SELECT f.run_id FROM fenced f))
               ORDER BY r.id
                 FOR UPDATE OF r
          ),
@@ -317,8 +326,9 @@ pub async fn lease_complete_many(
                                              AND f.final_status <> 'completed' THEN NULL
                                         ELSE r.idempotency_key END,
                  updated_at = (SELECT at FROM now)
-               FROM fenced f, run_rows k
-              WHERE r.id = f.run_id AND k.id = r.id
+               FROM fenced f
+              -- The runs were locked, in id order, by run_rows, which this InitPlan runs first.
+              WHERE r.id = f.run_id AND (SELECT count(*) FROM run_rows) >= 0
              RETURNING r.id, r.status, r.priority_s, r.available_at, f.task_id, f.queue,
                        f.concurrency_key, r.parent_run_id
          ),

@@ -16,6 +16,7 @@ pub mod queue;
 pub mod ready;
 pub mod run;
 pub mod schedule;
+pub mod stats;
 pub mod task;
 pub mod wait;
 
