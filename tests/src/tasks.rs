@@ -121,7 +121,7 @@ pub struct WorkspaceOutcome {
 }
 
 /// Payload naming a workspace.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkspacePayload {
     /// Workspace id.
     pub ws_id: String,
@@ -131,6 +131,7 @@ task! {
     /// Echoes the workspace back as a structured outcome.
     pub Echo {
         id: "echo",
+        payload_schema: true,
         run: async |_ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceOutcome> {
             Ok(WorkspaceOutcome { ws_id: payload.ws_id, success: true, error: None })
         }

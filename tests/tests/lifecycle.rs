@@ -83,8 +83,10 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
     );
     assert_eq!(run.error.unwrap().kind, ErrorKind::Abort);
 
+    // A task without a registered payload schema queues any payload; the worker fails the
+    // run at once when it does not decode. (A task with a schema refuses it at trigger time.)
     let bad = client
-        .trigger_by_id("echo", serde_json::json!({"ws_id": 42}))
+        .trigger_by_id("flaky", serde_json::json!({"succeed_on": "soon"}))
         .await
         .unwrap();
     let run = wait_for_status(&client, bad.id, RunStatus::Failed).await;
@@ -92,12 +94,17 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
     let error = run.error.unwrap();
     assert_eq!(error.kind, ErrorKind::Payload);
     assert!(
-        error.message.contains("\"echo\"")
-            && error.message.contains("field `ws_id`")
-            && error.message.contains("expected a string"),
+        error.message.contains("\"flaky\"")
+            && error.message.contains("field `succeed_on`")
+            && error.message.contains("expected u32"),
         "{}",
         error.message
     );
+    let refused = client
+        .trigger_by_id("echo", serde_json::json!({"ws_id": 42}))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ClientError::InvalidPayload { .. }), "{refused}");
 
     let panicked = client.trigger::<Panicking>(()).await.unwrap();
     let run = wait_for_status(&client, panicked.id, RunStatus::Failed).await;

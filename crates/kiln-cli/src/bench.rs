@@ -188,7 +188,7 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
     run_purge_task(&pool, BenchNoop::ID)
         .await
         .map_err(Failure::new)?;
-    task_register(&pool, &BenchNoop::DEFINITION)
+    task_register(&pool, &BenchNoop::DEFINITION, None)
         .await
         .map_err(Failure::new)?;
     EXECUTED.store(0, Ordering::Release);

@@ -96,7 +96,7 @@ pub(crate) async fn http(args: HttpArgs) -> CliResult {
     run_purge_task(&pool, BenchNoop::ID)
         .await
         .map_err(Failure::new)?;
-    task_register(&pool, &BenchNoop::DEFINITION)
+    task_register(&pool, &BenchNoop::DEFINITION, None)
         .await
         .map_err(Failure::new)?;
 

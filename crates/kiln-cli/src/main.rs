@@ -96,7 +96,10 @@ impl From<kiln::ClientError> for Failure {
 fn exit_code(code: kiln::ErrorCode) -> u8 {
     use kiln::ErrorCode;
     match code {
-        ErrorCode::InvalidRequest | ErrorCode::InvalidOption | ErrorCode::PayloadTooLarge => 2,
+        ErrorCode::InvalidRequest
+        | ErrorCode::InvalidOption
+        | ErrorCode::InvalidPayload
+        | ErrorCode::PayloadTooLarge => 2,
         ErrorCode::NotFound => 3,
         ErrorCode::Conflict => 4,
         ErrorCode::Unauthorized

@@ -232,6 +232,7 @@ async fn operators_create_list_deactivate_and_delete_schedules_from_the_cli() {
     kiln_store::task::task_register(
         client.pool(),
         &kiln_tuturuuu::GoogleCalendarFullSync::DEFINITION,
+        None,
     )
     .await
     .unwrap();

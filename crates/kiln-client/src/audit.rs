@@ -15,6 +15,7 @@ pub const MAX_AUDIT_PAGE: u32 = 500;
 pub(crate) struct Ops<'a> {
     pub(crate) pool: &'a sqlx::PgPool,
     pub(crate) actor: &'a str,
+    pub(crate) client: &'a crate::Client,
 }
 
 impl Ops<'_> {

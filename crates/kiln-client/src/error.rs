@@ -20,6 +20,16 @@ pub enum ClientError {
         /// What is wrong.
         message: String,
     },
+    /// The payload does not match the JSON Schema its task registered.
+    #[error(
+        "cannot trigger task {task_id:?}: the payload does not match the task's schema: {message}"
+    )]
+    InvalidPayload {
+        /// The task id.
+        task_id: String,
+        /// Which field is wrong, and how.
+        message: String,
+    },
     /// The payload (or metadata) is larger than allowed.
     #[error("cannot trigger task {task_id:?}: {message}")]
     PayloadTooLarge {
@@ -77,6 +87,8 @@ pub enum ErrorCode {
     /// A value is out of range, of an unknown unit, or refused by a rule (a trigger option, a
     /// limit, a cron pattern).
     InvalidOption,
+    /// The payload does not match its task's JSON Schema.
+    InvalidPayload,
     /// The request body or a payload is larger than allowed.
     PayloadTooLarge,
     /// No run, task, queue, schedule or key has this id or name.
@@ -101,6 +113,7 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidOption => "invalid_option",
+            Self::InvalidPayload => "invalid_payload",
             Self::PayloadTooLarge => "payload_too_large",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
@@ -132,6 +145,7 @@ impl ClientError {
             }
             Self::NotWaiting { .. } | Self::Conflict(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::InvalidPayload { .. } => ErrorCode::InvalidPayload,
             Self::Connect(_) | Self::NotReady(_) => ErrorCode::Unavailable,
             Self::Store(error) if error.is_connection() => ErrorCode::Unavailable,
             Self::Store(_) => ErrorCode::Internal,
@@ -161,6 +175,10 @@ impl ClientError {
     pub(crate) fn in_item(self, index: usize) -> Self {
         match self {
             Self::InvalidTrigger { task_id, message } => Self::InvalidTrigger {
+                task_id,
+                message: format!("batch item {index}: {message}"),
+            },
+            Self::InvalidPayload { task_id, message } => Self::InvalidPayload {
                 task_id,
                 message: format!("batch item {index}: {message}"),
             },

@@ -70,6 +70,21 @@ impl From<InsertedRun> for RunHandle {
 pub struct Client {
     pool: sqlx::PgPool,
     actor: std::sync::Arc<str>,
+    schemas: std::sync::Arc<SchemaCache>,
+}
+
+/// How long a task's payload schema is reused before it is read again.
+pub const SCHEMA_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Recently read payload schemas: `None` for a task registered without one.
+type CachedSchema = (
+    Option<std::sync::Arc<serde_json::Value>>,
+    std::time::Instant,
+);
+
+#[derive(Debug, Default)]
+struct SchemaCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedSchema>>,
 }
 
 impl Client {
@@ -78,6 +93,7 @@ impl Client {
         Self {
             pool,
             actor: std::sync::Arc::from(DEFAULT_ACTOR),
+            schemas: std::sync::Arc::default(),
         }
     }
 
@@ -87,7 +103,57 @@ impl Client {
         Self {
             pool: self.pool.clone(),
             actor: std::sync::Arc::from(actor.into()),
+            schemas: std::sync::Arc::clone(&self.schemas),
         }
+    }
+
+    /// Refuses a payload that does not match the JSON Schema its task registered
+    /// (`payload_schema: true`), naming the wrong field. Tasks without a schema, and tasks no
+    /// worker registered, are not checked here.
+    pub(crate) async fn check_payload_schema(
+        &self,
+        task_id: &str,
+        payload: &serde_json::Value,
+    ) -> Result<(), ClientError> {
+        let Some(schema) = self.payload_schema(task_id).await? else {
+            return Ok(());
+        };
+        kiln_core::json_schema::validate(
+            &schema,
+            &schema,
+            payload,
+            "payload",
+            kiln_core::json_schema::Objects::Open,
+        )
+        .map_err(|message| ClientError::InvalidPayload {
+            task_id: task_id.to_owned(),
+            message,
+        })
+    }
+
+    async fn payload_schema(
+        &self,
+        task_id: &str,
+    ) -> Result<Option<std::sync::Arc<serde_json::Value>>, ClientError> {
+        if let Some((schema, _)) = self
+            .schemas
+            .entries
+            .lock()
+            .expect("schema cache")
+            .get(task_id)
+            .filter(|(_, at)| at.elapsed() < SCHEMA_CACHE_TTL)
+        {
+            return Ok(schema.clone());
+        }
+        let schema = kiln_store::task::task_payload_schema(&self.pool, task_id)
+            .await?
+            .flatten()
+            .map(std::sync::Arc::new);
+        self.schemas.entries.lock().expect("schema cache").insert(
+            task_id.to_owned(),
+            (schema.clone(), std::time::Instant::now()),
+        );
+        Ok(schema)
     }
 
     /// Who this client's operator actions are recorded as.
@@ -99,6 +165,7 @@ impl Client {
         audit::Ops {
             pool: &self.pool,
             actor: &self.actor,
+            client: self,
         }
     }
 
@@ -142,6 +209,7 @@ impl Client {
             T::ID.to_owned(),
             Some(&T::DEFINITION),
             typed_payload::<T>(&payload),
+            None,
         )
     }
 
@@ -157,6 +225,7 @@ impl Client {
             T::ID.to_owned(),
             Some(&T::DEFINITION),
             typed_payload::<T>(&payload),
+            None,
         )
     }
 
@@ -185,6 +254,7 @@ impl Client {
             task_id.to_owned(),
             None,
             Ok(payload),
+            Some(self.clone()),
         )
     }
 
@@ -200,6 +270,7 @@ impl Client {
             task_id.to_owned(),
             None,
             Ok(payload),
+            Some(self.clone()),
         )
     }
 
@@ -216,6 +287,9 @@ impl Client {
                 .validate()
                 .map_err(|e| ClientError::invalid(task_id, e).in_item(index))?;
             ClientError::check_payload(task_id, &item.payload).map_err(|e| e.in_item(index))?;
+            self.check_payload_schema(task_id, &item.payload)
+                .await
+                .map_err(|e| e.in_item(index))?;
             specs.push(RunSpec {
                 payload: item.payload,
                 options: item.options,

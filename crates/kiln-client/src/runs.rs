@@ -76,6 +76,10 @@ impl<'a> Runs<'a> {
         };
         let payload = payload.unwrap_or(original.payload);
         ClientError::check_payload(&original.task_id, &payload)?;
+        self.ops
+            .client
+            .check_payload_schema(&original.task_id, &payload)
+            .await?;
         let spec = RunSpec { payload, options };
         let mut runs =
             run_insert_many(self.ops.pool, &original.task_id, None, &[spec], true).await?;

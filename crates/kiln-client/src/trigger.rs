@@ -16,6 +16,9 @@ pub(crate) enum Target<'a> {
     Connection(&'a mut PgConnection),
 }
 
+/// What checks an untyped payload against its task's registered JSON Schema.
+pub(crate) type SchemaCheck = Option<crate::Client>;
+
 /// A trigger of one run. Nothing is written until it is awaited:
 ///
 /// ```no_run
@@ -35,6 +38,7 @@ pub struct Trigger<'a> {
     definition: Option<&'static TaskDefinition>,
     payload: Result<serde_json::Value, String>,
     options: TriggerOptions,
+    schema_check: SchemaCheck,
 }
 
 impl std::fmt::Debug for Trigger<'_> {
@@ -52,6 +56,7 @@ impl<'a> Trigger<'a> {
         task_id: String,
         definition: Option<&'static TaskDefinition>,
         payload: Result<serde_json::Value, String>,
+        schema_check: SchemaCheck,
     ) -> Self {
         Self {
             target,
@@ -59,6 +64,7 @@ impl<'a> Trigger<'a> {
             definition,
             payload,
             options: TriggerOptions::default(),
+            schema_check,
         }
     }
 
@@ -85,6 +91,9 @@ impl<'a> Trigger<'a> {
             .payload
             .map_err(|e| ClientError::invalid(&task_id, e))?;
         ClientError::check_payload(&task_id, &payload)?;
+        if let Some(client) = &self.schema_check {
+            client.check_payload_schema(&task_id, &payload).await?;
+        }
         let allow = self.options.allow_unregistered;
         let specs = [RunSpec {
             payload,

@@ -11,10 +11,13 @@ mod context;
 mod cron;
 mod duration;
 mod error;
+pub mod json_schema;
 mod limits;
 mod listing;
 mod macros;
 mod options;
+#[doc(hidden)]
+pub mod payload_schema;
 mod retry;
 mod run;
 mod schedule;
@@ -41,6 +44,11 @@ pub use retry::{
 };
 pub use run::{Attempt, Run};
 pub use schedule::{Schedule, ScheduleTick, UPCOMING_TICKS};
+/// `schemars`, for `#[derive(kiln::schemars::JsonSchema)]` on payload types.
+#[cfg(feature = "schema")]
+pub use schemars;
+#[doc(hidden)]
+pub use serde_json as __serde_json;
 pub use status::{AttemptOutcome, RunStatus, UnknownStatus};
 pub use task::{
     validate_cron_shape, validate_task_id, CronDefinition, QueueDefinition, Task, TaskDefinition,

@@ -39,7 +39,9 @@
 /// concurrency_limit, total_limit }`, `retry: { max_attempts, factor, min_timeout, max_timeout,
 /// randomize }`, `max_duration`, `ttl`, `priority` (a head start such as `"30s"`), `cron` (a
 /// five-field pattern, `"0 * * * *"`, or `{ pattern: "30 2 * * *", timezone: "Europe/Berlin" }`,
-/// synced to the schedules table when a worker starts). Durations are
+/// synced to the schedules table when a worker starts), `payload_schema: true` (with the `schema`
+/// feature and a payload type deriving `schemars::JsonSchema`: untyped triggers are checked
+/// against the payload's JSON Schema). Durations are
 /// strings with units: `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"2d"`.
 #[macro_export]
 macro_rules! task {
@@ -71,6 +73,10 @@ macro_rules! task {
             };
             type Payload = $payload_ty;
             type Output = <$ret as $crate::TaskResult>::Output;
+
+            fn payload_schema() -> ::core::option::Option<$crate::__serde_json::Value> {
+                $crate::__kiln_payload_schema!($payload_ty; $($opt)*)
+            }
 
             fn run(
                 &self,
@@ -127,6 +133,8 @@ macro_rules! __kiln_task_doc {
 #[macro_export]
 macro_rules! __kiln_task_option {
     ($name:ident, $def:ident, (id $v:literal)) => { $def.id($v) };
+    ($name:ident, $def:ident, (payload_schema true)) => { $def };
+    ($name:ident, $def:ident, (payload_schema false)) => { $def };
     ($name:ident, $def:ident, (description $v:literal)) => { $def.description($v) };
     ($name:ident, $def:ident, (max_duration $v:literal)) => {
         $def.max_duration($crate::__kiln_duration!($name, max_duration, $v))
@@ -157,8 +165,22 @@ macro_rules! __kiln_task_option {
             ": ", stringify!($v), "`; options are id, description, queue { name, ",
             "concurrency_limit, total_limit }, retry { max_attempts, factor, min_timeout, ",
             "max_timeout, randomize }, max_duration, ttl, priority, cron (\"0 * * * *\" or ",
-            "{ pattern: \"30 2 * * *\", timezone: \"Europe/Berlin\" })"
+            "{ pattern: \"30 2 * * *\", timezone: \"Europe/Berlin\" }), payload_schema (true)"
         ))
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kiln_payload_schema {
+    ($ty:ty; (payload_schema true) $($rest:tt)*) => {
+        ::core::option::Option::Some($crate::payload_schema::schema_for::<$ty>())
+    };
+    ($ty:ty; ($key:ident $v:tt) $($rest:tt)*) => {
+        $crate::__kiln_payload_schema!($ty; $($rest)*)
+    };
+    ($ty:ty;) => {
+        ::core::option::Option::None
     };
 }
 

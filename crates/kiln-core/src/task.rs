@@ -317,6 +317,12 @@ pub trait Task: Send + Sync + 'static {
     /// What a successful run returns, stored as JSON.
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
+    /// The JSON Schema of [`Task::Payload`], when the task declares `payload_schema: true`:
+    /// registered with the task, and every untyped trigger is checked against it.
+    fn payload_schema() -> Option<serde_json::Value> {
+        None
+    }
+
     /// The body of one attempt.
     fn run(
         &self,

@@ -425,6 +425,8 @@ pub struct TaskBody {
     pub ttl_ms: Option<i64>,
     /// Its default priority, in seconds of head start.
     pub priority_s: i32,
+    /// The JSON Schema its payload is checked against (tasks declaring `payload_schema: true`).
+    pub payload_schema: Option<Value>,
     /// Its declarative cron schedule.
     pub cron: Option<String>,
     /// That schedule's timezone.
@@ -446,6 +448,7 @@ impl From<&TaskRow> for TaskBody {
             max_duration_ms: t.max_duration_ms,
             ttl_ms: t.ttl_ms,
             priority_s: t.priority_s,
+            payload_schema: t.payload_schema.clone(),
             cron: t.cron.clone(),
             timezone: t.timezone.clone(),
             last_seen_at: t.last_seen_at,

@@ -29,7 +29,7 @@ pub struct ErrorBody {
 /// What failed.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable code: `invalid_request`, `invalid_option`, `payload_too_large`, `not_found`,
+    /// Stable code: `invalid_request`, `invalid_option`, `invalid_payload`, `payload_too_large`, `not_found`,
     /// `conflict`, `unauthorized`, `forbidden`, `timeout`, `unavailable`, `internal`.
     pub code: String,
     /// What went wrong, and what to do.
@@ -40,7 +40,7 @@ pub struct ErrorDetail {
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
-        ErrorCode::InvalidOption => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidOption | ErrorCode::InvalidPayload => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::Conflict => StatusCode::CONFLICT,

@@ -808,3 +808,83 @@ async fn the_schema_check_catches_a_body_the_document_does_not_describe() {
         .unwrap_err()
         .contains("status"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_that_does_not_match_the_task_schema_is_refused_naming_the_field() {
+    let api = Api::new().await;
+    let url = "/api/v1/tasks/echo/trigger";
+    let (status, body) = api
+        .post(url, &api.trigger, json!({"payload": {"ws_id": 42}}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code(&body), "invalid_payload");
+    assert!(
+        message(&body).contains("payload.ws_id: expected a string, got an integer (42)"),
+        "{body}"
+    );
+    let (status, body) = api.post(url, &api.trigger, json!({"payload": {}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        message(&body).contains("payload.ws_id: this field is required"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            "/api/v1/tasks/echo/batch",
+            &api.trigger,
+            json!({"items": [{"payload": {"ws_id": "a"}}, {"payload": {"ws_id": null}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        message(&body).contains("batch item 1") && message(&body).contains("payload.ws_id"),
+        "{body}"
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.runs")
+        .fetch_one(&api.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "nothing is queued for a refused payload");
+
+    let (status, _) = api
+        .post(url, &api.trigger, json!({"payload": {"ws_id": "w1"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // A task without a schema takes any payload.
+    let (status, _) = api
+        .post(
+            "/api/v1/tasks/flaky/trigger",
+            &api.trigger,
+            json!({"payload": {"anything": [1]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (_, tasks) = api.get("/api/v1/tasks", &api.read).await;
+    let echo = tasks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "echo")
+        .unwrap();
+    assert_eq!(
+        echo["payloadSchema"]["properties"]["ws_id"]["type"],
+        "string"
+    );
+    let flaky = tasks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "flaky")
+        .unwrap();
+    assert!(flaky["payloadSchema"].is_null());
+
+    // The same rule holds for Rust callers that trigger by id.
+    let refused = api
+        .client
+        .trigger_by_id("echo", json!({"ws_id": ["not", "a", "string"]}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), kiln_client::ErrorCode::InvalidPayload);
+    assert!(refused.to_string().contains("payload.ws_id"), "{refused}");
+}

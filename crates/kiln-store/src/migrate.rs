@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api_keys_and_audit",
         sql: include_str!("../../../migrations/0005_api_keys_and_audit.sql"),
     },
+    Migration {
+        version: 6,
+        name: "payload_schemas",
+        sql: include_str!("../../../migrations/0006_payload_schemas.sql"),
+    },
 ];
 
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).

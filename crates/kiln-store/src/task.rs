@@ -8,18 +8,23 @@ use crate::{Pool, Result};
 
 /// Records a task definition (and its queue's declared limits) as a worker starts.
 /// The operator's `limit_override` and `paused` flags are left as they are.
-pub async fn task_register(pool: &Pool, definition: &TaskDefinition) -> Result<()> {
+pub async fn task_register(
+    pool: &Pool,
+    definition: &TaskDefinition,
+    payload_schema: Option<&serde_json::Value>,
+) -> Result<()> {
     let retry = serde_json::to_value(definition.retry).expect("a retry policy serializes");
     let mut tx = pool.begin().await.map_err(db("registering a task"))?;
     sqlx::query(
         "INSERT INTO kiln.tasks AS t (id, queue, description, max_attempts, retry, max_duration_ms,
-                                     ttl_ms, priority_s)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                     ttl_ms, priority_s, payload_schema)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (id) DO UPDATE SET
              queue = excluded.queue, description = excluded.description,
              max_attempts = excluded.max_attempts, retry = excluded.retry,
              max_duration_ms = excluded.max_duration_ms, ttl_ms = excluded.ttl_ms,
-             priority_s = excluded.priority_s, last_seen_at = now()",
+             priority_s = excluded.priority_s, payload_schema = excluded.payload_schema,
+             last_seen_at = now()",
     )
     .bind(definition.id)
     .bind(definition.queue_name())
@@ -29,6 +34,7 @@ pub async fn task_register(pool: &Pool, definition: &TaskDefinition) -> Result<(
     .bind(definition.max_duration.map(|d| d.as_millis() as i64))
     .bind(definition.ttl.map(|d| d.as_millis() as i64))
     .bind(definition.priority.as_secs() as i32)
+    .bind(payload_schema)
     .execute(&mut *tx)
     .await
     .map_err(db("registering a task"))?;
@@ -72,6 +78,8 @@ pub struct TaskRow {
     pub concurrency_limit: Option<i32>,
     /// Its queue's limit across keys.
     pub total_limit: Option<i32>,
+    /// The JSON Schema its payload is checked against (`payload_schema: true`).
+    pub payload_schema: Option<serde_json::Value>,
     /// Its declarative cron pattern, if it has one.
     pub cron: Option<String>,
     /// That schedule's timezone.
@@ -93,7 +101,7 @@ pub async fn task_get(pool: &Pool, task_id: &str) -> Result<Option<TaskRow>> {
 async fn task_query(pool: &Pool, task_id: Option<&str>) -> Result<Vec<TaskRow>> {
     let rows = sqlx::query(
         "SELECT t.id, t.queue, t.description, t.max_attempts, t.retry, t.max_duration_ms,
-                t.ttl_ms, t.priority_s, coalesce(q.limit_override, q.concurrency_limit) AS concurrency_limit,
+                t.ttl_ms, t.priority_s, t.payload_schema, coalesce(q.limit_override, q.concurrency_limit) AS concurrency_limit,
                 q.total_limit, s.cron, s.timezone, t.last_seen_at
            FROM kiln.tasks t
            LEFT JOIN kiln.queues q ON q.name = t.queue
@@ -116,6 +124,7 @@ async fn task_query(pool: &Pool, task_id: Option<&str>) -> Result<Vec<TaskRow>> 
                 max_duration_ms: row.try_get("max_duration_ms")?,
                 ttl_ms: row.try_get("ttl_ms")?,
                 priority_s: row.try_get("priority_s")?,
+                payload_schema: row.try_get("payload_schema")?,
                 concurrency_limit: row.try_get("concurrency_limit")?,
                 total_limit: row.try_get("total_limit")?,
                 cron: row.try_get("cron")?,
@@ -125,6 +134,20 @@ async fn task_query(pool: &Pool, task_id: Option<&str>) -> Result<Vec<TaskRow>> 
         })
         .collect::<std::result::Result<_, sqlx::Error>>()
         .map_err(db("listing tasks"))
+}
+
+/// Whether a worker registered `task_id` (`None` when not), and its payload schema if it has one.
+pub async fn task_payload_schema(
+    pool: &Pool,
+    task_id: &str,
+) -> Result<Option<Option<serde_json::Value>>> {
+    let row: Option<(Option<serde_json::Value>,)> =
+        sqlx::query_as("SELECT payload_schema FROM kiln.tasks WHERE id = $1")
+            .bind(task_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(db("reading a task's payload schema"))?;
+    Ok(row.map(|(schema,)| schema))
 }
 
 /// True when a worker has registered this task id.

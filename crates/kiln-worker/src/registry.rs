@@ -12,6 +12,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// A task the worker can run from a JSON payload.
 pub(crate) trait ErasedTask: Send + Sync {
     fn definition(&self) -> &'static TaskDefinition;
+    fn payload_schema(&self) -> Option<serde_json::Value>;
     fn call(
         &self,
         ctx: Context,
@@ -24,6 +25,10 @@ struct Registered<T: Task>(Arc<T>);
 impl<T: Task> ErasedTask for Registered<T> {
     fn definition(&self) -> &'static TaskDefinition {
         &T::DEFINITION
+    }
+
+    fn payload_schema(&self) -> Option<serde_json::Value> {
+        T::payload_schema()
     }
 
     fn call(
@@ -102,6 +107,15 @@ impl Registry {
 
     pub(crate) fn definitions(&self) -> impl Iterator<Item = &'static TaskDefinition> + '_ {
         self.tasks.values().map(|t| t.definition())
+    }
+
+    /// Each task's definition with its payload schema, as registered in the database.
+    pub(crate) fn registrations(
+        &self,
+    ) -> impl Iterator<Item = (&'static TaskDefinition, Option<serde_json::Value>)> + '_ {
+        self.tasks
+            .values()
+            .map(|t| (t.definition(), t.payload_schema()))
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -130,8 +130,8 @@ impl WorkerBuilder {
         if self.config.migrate {
             kiln_store::migrate(&pool).await?;
         }
-        for definition in self.registry.definitions() {
-            task_register(&pool, definition).await?;
+        for (definition, schema) in self.registry.registrations() {
+            task_register(&pool, definition, schema.as_ref()).await?;
         }
         let now = self.config.clock.now();
         for (task_id, schedule) in &crons {

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::app;
 use crate::provider::EventPage;
 
-/// The payload of the per-workspace tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The payload of the per-workspace tasks. Its JSON Schema is registered with each task
+/// (`payload_schema: true`), so an HTTP or SQL caller sending `{"ws_id": 42}` is refused at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkspacePayload {
     /// The workspace.
     pub ws_id: String,
@@ -127,6 +128,7 @@ task! {
     /// Auto-schedules one workspace's unscheduled tasks into free slots of its calendar.
     pub ScheduleTask {
         id: "schedule-task",
+        payload_schema: true,
         queue: { concurrency_limit: 10 },
         retry: { max_attempts: 3, factor: 2.0, min_timeout: "1s", max_timeout: "60s" },
         max_duration: "5m",
@@ -140,6 +142,7 @@ task! {
     /// Re-plans all of a workspace's tasks from scratch.
     pub UnifiedSchedule {
         id: "unified-schedule",
+        payload_schema: true,
         queue: { concurrency_limit: 5 },
         retry: { max_attempts: 3, factor: 2.0, min_timeout: "1s", max_timeout: "60s" },
         max_duration: "5m",
@@ -343,6 +346,7 @@ task! {
     /// another's backlog.
     pub GoogleCalendarSync {
         id: "google-calendar-sync",
+        payload_schema: true,
         queue: { concurrency_limit: 1 },
         retry: { max_attempts: 3, factor: 2.0, min_timeout: "200ms", max_timeout: "2s" },
         max_duration: "10m",
