@@ -104,7 +104,10 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
         .trigger_by_id("echo", serde_json::json!({"ws_id": 42}))
         .await
         .unwrap_err();
-    assert!(matches!(refused, ClientError::InvalidPayload { .. }), "{refused}");
+    assert!(
+        matches!(refused, ClientError::InvalidPayload { .. }),
+        "{refused}"
+    );
 
     let panicked = client.trigger::<Panicking>(()).await.unwrap();
     let run = wait_for_status(&client, panicked.id, RunStatus::Failed).await;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use kiln::{CancelOutcome, Client, Run, RunFilter, RunStatus, TriggerOptions};
+use kiln::{Client, Run, RunFilter, RunStatus, TriggerOptions};
 use uuid::Uuid;
 
 use crate::{table, CliResult, Failure};
@@ -249,29 +249,13 @@ pub(crate) async fn runs(command: RunsCommand) -> CliResult {
         }
         RunsCommand::Cancel(args) => {
             let client = args.db.client().await?;
-            let outcome = client.runs().cancel(args.id).await?;
+            let was = client.runs().cancel_unfinished(args.id).await?;
             if args.json {
-                let (canceled, status) = match outcome {
-                    CancelOutcome::Canceled { was } => (true, was),
-                    CancelOutcome::AlreadyFinished(status) => (false, status),
-                    CancelOutcome::NotFound => unreachable!("the client maps NotFound to an error"),
-                };
                 table::json(
-                    &serde_json::json!({"id": args.id, "canceled": canceled, "previous_status": status}),
+                    &serde_json::json!({"id": args.id, "canceled": true, "previous_status": was}),
                 );
             } else {
-                match outcome {
-                    CancelOutcome::Canceled { was } => {
-                        println!("canceled run {} (was {was})", args.id)
-                    }
-                    CancelOutcome::AlreadyFinished(status) => {
-                        println!(
-                            "run {} already finished as {status}; nothing to cancel",
-                            args.id
-                        )
-                    }
-                    CancelOutcome::NotFound => unreachable!("the client maps NotFound to an error"),
-                }
+                println!("canceled run {} (was {was})", args.id);
             }
         }
         RunsCommand::Reschedule(args) => {

@@ -181,8 +181,17 @@ async fn operators_trigger_inspect_pause_and_cancel_runs_from_the_cli() {
     let canceled = json(&kiln(&url, &["runs", "cancel", &id, "--json"]));
     assert_eq!(canceled["canceled"], true);
     assert_eq!(canceled["previous_status"], "delayed");
-    let again = json(&kiln(&url, &["runs", "cancel", &id, "--json"]));
-    assert_eq!(again["canceled"], false);
+    let again = kiln(&url, &["runs", "cancel", &id, "--json"]);
+    assert_eq!(
+        again.status.code(),
+        Some(4),
+        "cancelling a finished run is a conflict"
+    );
+    assert!(
+        stderr(&again).contains("already finished as canceled"),
+        "{}",
+        stderr(&again)
+    );
 
     let moved = kiln(&url, &["runs", "reschedule", &id, "--delay", "0s"]);
     assert_eq!(

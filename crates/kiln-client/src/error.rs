@@ -49,6 +49,14 @@ pub enum ClientError {
         /// Its status.
         status: kiln_core::RunStatus,
     },
+    /// The run already reached a final status, so there is nothing to cancel.
+    #[error("run {id} already finished as {status}; nothing to cancel")]
+    AlreadyFinished {
+        /// The run.
+        id: Uuid,
+        /// Its final status.
+        status: kiln_core::RunStatus,
+    },
     /// A schedule's pattern or timezone does not parse.
     #[error("{0}")]
     InvalidSchedule(#[from] kiln_core::CronError),
@@ -143,7 +151,9 @@ impl ClientError {
             Self::InvalidTrigger { .. } | Self::InvalidSchedule(_) | Self::Invalid(_) => {
                 ErrorCode::InvalidOption
             }
-            Self::NotWaiting { .. } | Self::Conflict(_) => ErrorCode::Conflict,
+            Self::NotWaiting { .. } | Self::AlreadyFinished { .. } | Self::Conflict(_) => {
+                ErrorCode::Conflict
+            }
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Self::InvalidPayload { .. } => ErrorCode::InvalidPayload,
             Self::Connect(_) | Self::NotReady(_) => ErrorCode::Unavailable,

@@ -56,6 +56,19 @@ impl<'a> Runs<'a> {
         }
     }
 
+    /// Cancels a run that has not finished and returns the status it had; a run that already
+    /// finished is [`ClientError::AlreadyFinished`] (a conflict). What operators call: the CLI
+    /// and the HTTP API.
+    pub async fn cancel_unfinished(&self, id: Uuid) -> Result<kiln_core::RunStatus, ClientError> {
+        match self.cancel(id).await? {
+            CancelOutcome::Canceled { was } => Ok(was),
+            CancelOutcome::AlreadyFinished(status) => {
+                Err(ClientError::AlreadyFinished { id, status })
+            }
+            CancelOutcome::NotFound => Err(ClientError::RunNotFound(id)),
+        }
+    }
+
     /// Triggers a new run of the same task with the same payload (or `payload` when given),
     /// queue, concurrency key, tags and metadata. The new run records `replay_of`.
     pub async fn replay(

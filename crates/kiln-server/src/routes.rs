@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use kiln_client::{BatchItem, CancelOutcome, CreateSchedule, ErrorCode, RunFilter, UpdateSchedule};
+use kiln_client::{BatchItem, CreateSchedule, ErrorCode, RunFilter, UpdateSchedule};
 use kiln_core::RunStatus;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -297,17 +297,11 @@ pub(crate) async fn cancel_run(
     caller: Caller<Admin>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<CancelResponse>> {
-    match caller.client.runs().cancel(id).await? {
-        CancelOutcome::Canceled { was } => Ok(Json(CancelResponse {
-            id,
-            previous_status: was.as_str().to_owned(),
-        })),
-        CancelOutcome::AlreadyFinished(status) => Err(ApiError::new(
-            ErrorCode::Conflict,
-            format!("run {id} already finished as {status}; nothing to cancel"),
-        )),
-        CancelOutcome::NotFound => Err(kiln_client::ClientError::RunNotFound(id).into()),
-    }
+    let was = caller.client.runs().cancel_unfinished(id).await?;
+    Ok(Json(CancelResponse {
+        id,
+        previous_status: was.as_str().to_owned(),
+    }))
 }
 
 #[utoipa::path(
