@@ -888,3 +888,56 @@ async fn a_payload_that_does_not_match_the_task_schema_is_refused_naming_the_fie
     assert_eq!(refused.code(), kiln_client::ErrorCode::InvalidPayload);
     assert!(refused.to_string().contains("payload.ws_id"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_refuses_a_missing_key_and_a_key_of_too_narrow_a_scope() {
+    let api = Api::new().await;
+    let doc = kiln_server::openapi_json();
+    let mut checked = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let uri = template
+                .replace("{taskId}", "echo")
+                .replace("{id}", "0190a8a6-0000-7000-8000-000000000000")
+                .replace("{name}", "echo");
+            let needs_key = operation.get("security").is_some();
+            let body = (method != Method::GET && method != Method::DELETE).then(|| json!({}));
+            let (status, answer) = api.call(method.clone(), &uri, None, body.clone()).await;
+            if !needs_key {
+                assert_ne!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {template} needs no key"
+                );
+                continue;
+            }
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {template}: {answer}"
+            );
+            // Trigger keys may trigger and read runs; nothing else.
+            let trigger_may = template.starts_with("/api/v1/tasks/")
+                || (template.starts_with("/api/v1/runs") && method == Method::GET);
+            let (status, answer) = api
+                .call(method.clone(), &uri, Some(&api.trigger), body)
+                .await;
+            if trigger_may {
+                assert_ne!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {template}: {answer}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {template}: {answer}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 24, "checked {checked} routes");
+}
