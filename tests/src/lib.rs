@@ -90,6 +90,8 @@ pub struct WorkerProcess {
     pub shutdown_grace_ms: u64,
     /// Task ids to register (all when `None`).
     pub only_tasks: Option<String>,
+    /// Whether it runs the maintenance services (the rescuer among them).
+    pub maintenance: bool,
 }
 
 impl WorkerProcess {
@@ -103,6 +105,7 @@ impl WorkerProcess {
             heartbeat_ms: 1_000,
             shutdown_grace_ms: 10_000,
             only_tasks: None,
+            maintenance: true,
         }
     }
 
@@ -118,6 +121,9 @@ impl WorkerProcess {
         let mut command = Command::new(exe);
         if let Some(only) = &self.only_tasks {
             command.env("KILN_ONLY_TASKS", only);
+        }
+        if !self.maintenance {
+            command.env("KILN_NO_MAINTENANCE", "1");
         }
         command
             .env("DATABASE_URL", &db.url)
@@ -139,13 +145,18 @@ impl WorkerProcess {
 
 /// Sends SIGTERM to a child process.
 pub async fn send_sigterm(child: &Child) {
+    send_signal(child, "TERM").await;
+}
+
+/// Sends a signal (`TERM`, `STOP`, `CONT`, ...) to a child process.
+pub async fn send_signal(child: &Child, signal: &str) {
     let pid = child.id().expect("child is running");
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .await
         .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid} failed");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 /// Waits until `worker_id` holds at least `n` leases.

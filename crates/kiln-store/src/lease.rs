@@ -319,7 +319,12 @@ pub async fn lease_complete_many(
                                ELSE r.output END,
                  error = CASE WHEN r.status = 'canceled' THEN r.error ELSE f.error END,
                  released_attempts = r.released_attempts + f.released::int,
-                 available_at = coalesce(f.retry_at, r.available_at),
+                 -- A run taken back from a dead, stalled or stopping worker keeps its place in
+                 -- the queue (it was the oldest); a retry after a failure waits its backoff.
+                 available_at = CASE WHEN f.retry_at IS NOT NULL
+                                          AND f.outcome IN ('crashed', 'interrupted')
+                                     THEN least(r.available_at, f.retry_at)
+                                     ELSE coalesce(f.retry_at, r.available_at) END,
                  finished_at = CASE WHEN r.status = 'canceled' THEN r.finished_at
                                     WHEN f.retry_at IS NULL THEN (SELECT at FROM now) END,
                  idempotency_key = CASE WHEN r.status <> 'canceled' AND f.retry_at IS NULL

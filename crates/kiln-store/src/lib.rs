@@ -10,6 +10,7 @@
 pub mod api_key;
 pub mod audit;
 mod error;
+pub mod health;
 pub mod lease;
 pub mod migrate;
 pub mod queue;

@@ -230,8 +230,12 @@ impl AttemptChildren {
         }
         let mut backoff = Backoff::capped(FIRST_RESUME_BACKOFF, MAX_RESUME_BACKOFF);
         loop {
+            let sent = tokio::time::Instant::now();
             match wait_resume(&self.pool, self.run_id, self.attempt, self.lease, false).await {
-                Ok(Resume::Resumed) => return Ok(()),
+                Ok(Resume::Resumed) => {
+                    self.flight.extend_lease(sent + self.lease);
+                    return Ok(());
+                }
                 Ok(Resume::Lost) => {
                     return Err(Error::with_kind(
                         ErrorKind::Crashed,

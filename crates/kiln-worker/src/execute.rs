@@ -26,8 +26,18 @@ pub(crate) async fn execute(
     run: ClaimedRun,
     flight: Arc<InFlight>,
     cancel_grace: Duration,
+    lease_margin: Duration,
     children: Arc<dyn ChildRuntime>,
 ) -> AttemptEnd {
+    // The process may have stalled between the claim and now: no body starts on a lease that
+    // may have expired (another worker may run it already).
+    if flight.lease_expiring(lease_margin) {
+        flight.stop(StopReason::Fenced);
+        tracing::warn!(
+            "the lease may have expired before the attempt started; handing the run back"
+        );
+        return outcome(&run, BodyEnd::Stopped(StopReason::Fenced));
+    }
     let Some(task) = registry.get(&run.task_id).cloned() else {
         let error = ErrorRecord::new(
             ErrorKind::SystemFailure,
@@ -181,15 +191,42 @@ fn outcome(run: &ClaimedRun, end: BodyEnd) -> AttemptEnd {
             )
         }
         BodyEnd::Stopped(StopReason::LeaseLost) => {
-            // Another worker owns the run now; this outcome is fenced off in the store.
-            let error = ErrorRecord::new(ErrorKind::Crashed, "this worker lost the run's lease");
-            finish(
-                run,
-                AttemptOutcome::Crashed,
-                RunStatus::Crashed,
-                None,
-                Some(error),
-            )
+            // Either another worker owns the run now (this outcome is fenced off in the store),
+            // or this worker stopped the body itself because it could not extend the lease in
+            // time: then the attempt counts as crashed and the run is retried as the rescuer
+            // would.
+            let error = ErrorRecord::new(
+                ErrorKind::Crashed,
+                "this worker could not keep the run's lease (it stalled or lost the database)",
+            );
+            AttemptEnd {
+                retry_at: (run.counted_attempt < run.max_attempts).then(Utc::now),
+                ..finish(
+                    run,
+                    AttemptOutcome::Crashed,
+                    RunStatus::Crashed,
+                    None,
+                    Some(error),
+                )
+            }
+        }
+        BodyEnd::Stopped(StopReason::Fenced) => {
+            let error = ErrorRecord::new(
+                ErrorKind::Interrupted,
+                "the worker stalled past the run's lease before the attempt started; the run was \
+                 handed back",
+            );
+            AttemptEnd {
+                retry_at: Some(Utc::now()),
+                released: true,
+                ..finish(
+                    run,
+                    AttemptOutcome::Interrupted,
+                    RunStatus::Queued,
+                    None,
+                    Some(error),
+                )
+            }
         }
         BodyEnd::Stopped(StopReason::Shutdown | StopReason::None) => {
             let error = ErrorRecord::new(

@@ -1,10 +1,12 @@
-//! The runs this process executes now: their cancellation tokens and why a token fired.
+//! The runs this process executes now: their cancellation tokens, why a token fired, and until
+//! when this process knows their leases to be held.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kiln_core::CancellationToken;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Why a run's token fired.
@@ -16,6 +18,8 @@ pub(crate) enum StopReason {
     LeaseLost = 2,
     Shutdown = 3,
     TimedOut = 4,
+    /// The lease may have expired before the body started (the process stalled): hand it back.
+    Fenced = 5,
 }
 
 impl StopReason {
@@ -25,6 +29,7 @@ impl StopReason {
             2 => Self::LeaseLost,
             3 => Self::Shutdown,
             4 => Self::TimedOut,
+            5 => Self::Fenced,
             _ => Self::None,
         }
     }
@@ -40,17 +45,34 @@ pub(crate) struct InFlight {
     finished: AtomicBool,
     /// The body waits on child runs (its slot given back).
     waiting: AtomicBool,
+    /// Until when the lease is surely held: measured from when the statement that took or last
+    /// extended it was sent, so never later than the database's own expiry.
+    lease_until: Mutex<Instant>,
 }
 
 impl InFlight {
-    pub(crate) fn new(attempt: u32) -> Self {
+    pub(crate) fn new(attempt: u32, lease_until: Instant) -> Self {
         Self {
             attempt,
             token: CancellationToken::new(),
             reason: AtomicU8::new(0),
             finished: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
+            lease_until: Mutex::new(lease_until),
         }
+    }
+
+    /// Records that the lease is held until `until` (never moves it back).
+    pub(crate) fn extend_lease(&self, until: Instant) {
+        let mut held = self.lease_until.lock().expect("lease deadline");
+        if until > *held {
+            *held = until;
+        }
+    }
+
+    /// True when the lease may expire within `margin` from now.
+    pub(crate) fn lease_expiring(&self, margin: std::time::Duration) -> bool {
+        *self.lease_until.lock().expect("lease deadline") <= Instant::now() + margin
     }
 
     /// Fires the token for `reason`; the first reason given wins.
@@ -88,8 +110,8 @@ pub(crate) struct InFlightRuns {
 }
 
 impl InFlightRuns {
-    pub(crate) fn insert(&self, run_id: Uuid, attempt: u32) -> Arc<InFlight> {
-        let entry = Arc::new(InFlight::new(attempt));
+    pub(crate) fn insert(&self, run_id: Uuid, attempt: u32, lease_until: Instant) -> Arc<InFlight> {
+        let entry = Arc::new(InFlight::new(attempt, lease_until));
         self.runs
             .lock()
             .expect("in-flight map")
@@ -139,6 +161,26 @@ impl InFlightRuns {
             run.stop(reason);
         }
         waiting.len()
+    }
+
+    /// Records that the lease of `(run_id, attempt)` is held until `until`.
+    pub(crate) fn extend_lease(&self, run_id: Uuid, attempt: u32, until: Instant) {
+        if let Some(run) = self.get(run_id).filter(|run| run.attempt == attempt) {
+            run.extend_lease(until);
+        }
+    }
+
+    /// Stops every unfinished run whose lease may expire within `margin`; returns how many.
+    pub(crate) fn stop_expiring(&self, margin: std::time::Duration) -> usize {
+        let runs = self.runs.lock().expect("in-flight map");
+        let mut stopped = 0;
+        for run in runs.values() {
+            if !run.is_finished() && !run.token.is_cancelled() && run.lease_expiring(margin) {
+                run.stop(StopReason::LeaseLost);
+                stopped += 1;
+            }
+        }
+        stopped
     }
 
     pub(crate) fn stop_all(&self, reason: StopReason) {

@@ -25,12 +25,14 @@ mod children;
 mod completer;
 mod config;
 mod execute;
+mod fence;
 mod inflight;
 mod maintenance;
 mod registry;
 mod worker;
 
 pub use config::*;
+pub use fence::SELF_FENCE_DIVISOR;
 pub use maintenance::{
     Cleaner, DelayedPromoter, Expirer, KeyCleanup, Rescuer, Scheduler, DEFAULT_CLEANER_BATCH,
     DEFAULT_CLEANER_INTERVAL, DEFAULT_KEY_CLEANUP_INTERVAL, DEFAULT_KEY_IDLE,

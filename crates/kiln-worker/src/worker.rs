@@ -19,6 +19,7 @@ use crate::children::{AttemptChildren, LocalSlot, Waiters};
 use crate::completer::run_completer;
 use crate::config::{WorkerConfig, CLAIM_GATHER, CONTENDED_RETRY};
 use crate::execute::execute;
+use crate::fence::{fence_margin, watch_leases, Fence};
 use crate::inflight::{InFlightRuns, StopReason};
 use crate::maintenance::run_maintenance;
 use crate::registry::Registry;
@@ -235,6 +236,7 @@ impl Worker {
         let waiters = Waiters::default();
         let worker_id: Arc<str> = Arc::from(inner.worker_id.as_str());
         let slots = Arc::new(Semaphore::new(config.concurrency));
+        let fence = Arc::new(Fence::default());
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel::<AttemptEnd>();
         let background = CancellationToken::new();
 
@@ -255,7 +257,14 @@ impl Worker {
             inner.pool.clone(),
             inner.worker_id.clone(),
             inflight.clone(),
+            Arc::clone(&fence),
             config.clone(),
+            background.clone(),
+        ));
+        let watchdog = tokio::spawn(watch_leases(
+            inflight.clone(),
+            Arc::clone(&fence),
+            config.lease,
             background.clone(),
         ));
         let maintenance = config.run_maintenance.then(|| {
@@ -296,6 +305,15 @@ impl Worker {
                     }
                 }
             }
+            // A fenced worker claims nothing until a heartbeat shows it reaches the database.
+            if fence.is_raised() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = fence.lowered() => {}
+                    _ = tokio::time::sleep(config.poll_interval) => {}
+                }
+                continue;
+            }
             // Reserve the slots first: a waiting parent may take one back at any moment.
             let free = slots.available_permits().min(config.claim_batch);
             if free == 0 {
@@ -304,6 +322,7 @@ impl Worker {
             let Ok(mut reserved) = Arc::clone(&slots).try_acquire_many_owned(free as u32) else {
                 continue;
             };
+            let claim_sent = tokio::time::Instant::now();
             let claim = lease_claim(
                 &inner.pool,
                 &inner.worker_id,
@@ -324,7 +343,8 @@ impl Worker {
                             Arc::clone(&slots),
                             Arc::clone(&slot_freed),
                         ));
-                        let flight = inflight.insert(run.run_id, run.attempt);
+                        let flight =
+                            inflight.insert(run.run_id, run.attempt, claim_sent + config.lease);
                         let children = Arc::new(AttemptChildren {
                             pool: inner.pool.clone(),
                             run_id: run.run_id,
@@ -341,6 +361,7 @@ impl Worker {
                         let registry = inner.registry.clone();
                         let outcomes = outcomes_tx.clone();
                         let cancel_grace = config.cancel_grace;
+                        let margin = fence_margin(config.lease);
                         bodies.spawn(
                             async move {
                                 tracing::debug!("attempt started");
@@ -349,6 +370,7 @@ impl Worker {
                                     run,
                                     Arc::clone(&flight),
                                     cancel_grace,
+                                    margin,
                                     children,
                                 )
                                 .await;
@@ -410,6 +432,7 @@ impl Worker {
         background.cancel();
         let _ = listener.await;
         let _ = heartbeat.await;
+        let _ = watchdog.await;
         if let Some(maintenance) = maintenance {
             let _ = maintenance.await;
         }
@@ -524,11 +547,13 @@ async fn listen(
 }
 
 /// Extends the leases of in-flight runs; fires the token of runs that were canceled or whose
-/// lease was lost.
+/// lease was lost. Each success lowers the fence (with nothing in flight, a fenced worker pings
+/// the database instead).
 async fn heartbeat(
     pool: Pool,
     worker_id: String,
     inflight: InFlightRuns,
+    fence: Arc<Fence>,
     config: WorkerConfig,
     stop: CancellationToken,
 ) {
@@ -539,11 +564,22 @@ async fn heartbeat(
         }
         let held = inflight.held();
         if held.is_empty() {
+            if fence.is_raised() && kiln_store::health::health_ping(&pool).await.is_ok() {
+                fence.lower();
+            }
             continue;
         }
+        let sent = tokio::time::Instant::now();
         match lease_heartbeat(&pool, &worker_id, &held, config.lease).await {
             Ok(acks) => {
+                fence.lower();
                 for ack in &acks {
+                    if ack.extended {
+                        if let Some(attempt) = held.iter().find(|h| h.0 == ack.run_id).map(|h| h.1)
+                        {
+                            inflight.extend_lease(ack.run_id, attempt, sent + config.lease);
+                        }
+                    }
                     if ack.canceled {
                         if let Some(run) = inflight.get(ack.run_id) {
                             run.stop(StopReason::Canceled);

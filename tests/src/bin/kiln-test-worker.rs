@@ -1,6 +1,7 @@
 //! The worker process Kiln's multi-process tests spawn: every test task, settings from the
 //! environment (DATABASE_URL, KILN_WORKER_ID, KILN_CONCURRENCY, KILN_LEASE_MS, KILN_HEARTBEAT_MS,
-//! KILN_SHUTDOWN_GRACE_MS, KILN_ONLY_TASKS: comma-separated task ids to register). Runs until
+//! KILN_SHUTDOWN_GRACE_MS, KILN_ONLY_TASKS: comma-separated task ids to register,
+//! KILN_NO_MAINTENANCE: set to run no rescuer or other maintenance). Runs until
 //! SIGTERM.
 //!
 //! With KILN_SIM_SCHEDULER=<name> it instead runs only the scheduler, on the simulated clock the
@@ -63,6 +64,7 @@ async fn main() {
         c.cancel_grace = Duration::from_millis(200);
         c.maintenance_interval = Duration::from_millis(200);
         c.poll_interval = Duration::from_millis(200);
+        c.run_maintenance = std::env::var("KILN_NO_MAINTENANCE").is_err();
     });
     if let Err(error) = builder.run().await {
         eprintln!("kiln-test-worker: {error}");
