@@ -183,6 +183,36 @@ task! {
     }
 }
 
+/// What a chatty run logs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChattyPayload {
+    /// Step lines to write between the first and the last.
+    pub lines: u32,
+    /// Wait for cancellation after logging instead of returning.
+    #[serde(default)]
+    pub then_wait: bool,
+}
+
+task! {
+    /// Writes log lines through `ctx.log()`: "starting", one "step" line per `lines` (with its
+    /// index as a field), and a warning "almost done".
+    pub Chatty {
+        id: "chatty",
+        retry: { max_attempts: 1 },
+        run: async |ctx: Context, payload: ChattyPayload| -> Result<u32> {
+            ctx.log().info("starting");
+            for i in 0..payload.lines {
+                ctx.log().info_with("step", serde_json::json!({ "i": i }));
+            }
+            ctx.log().warn_with("almost done", serde_json::json!({ "left": 0 }));
+            if payload.then_wait {
+                ctx.cancelled().await;
+            }
+            Ok(payload.lines)
+        }
+    }
+}
+
 task! {
     /// Aborts: fails at once whatever attempts remain.
     pub Aborting {
@@ -425,6 +455,7 @@ pub fn register_only(builder: kiln::WorkerBuilder, only: Option<&[String]>) -> k
         Echo,
         Flaky,
         Aborting,
+        Chatty,
         Unstorable,
         Panicking,
         Overrunning,

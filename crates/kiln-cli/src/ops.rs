@@ -91,10 +91,29 @@ pub(crate) enum RunsCommand {
     Show(RunIdArgs),
     /// Cancel a run that has not finished.
     Cancel(RunIdArgs),
+    /// Print the log lines a run's body wrote (`ctx.log()`), oldest first.
+    Logs(LogsArgs),
     /// Trigger a new run with the same task, payload and options.
     Replay(ReplayArgs),
     /// Move a run that has not started to a new time.
     Reschedule(RescheduleArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The run's id.
+    id: Uuid,
+    /// Only this attempt's lines.
+    #[arg(long)]
+    attempt: Option<u32>,
+    /// Keep printing new lines until the run is final.
+    #[arg(long, short)]
+    follow: bool,
+    /// Print JSON lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +277,7 @@ pub(crate) async fn runs(command: RunsCommand) -> CliResult {
                 println!("canceled run {} (was {was})", args.id);
             }
         }
+        RunsCommand::Logs(args) => print_logs(args).await?,
         RunsCommand::Reschedule(args) => {
             let client = args.db.client().await?;
             let at = match (args.at, args.delay) {
@@ -281,6 +301,60 @@ pub(crate) async fn runs(command: RunsCommand) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// How often `kiln runs logs --follow` asks for new lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+async fn print_logs(args: LogsArgs) -> CliResult {
+    let client = args.db.client().await?;
+    let runs = client.runs();
+    let mut after = None;
+    loop {
+        let lines = runs
+            .logs(args.id, args.attempt, after, kiln::MAX_LOG_PAGE)
+            .await?;
+        for line in &lines {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(line).expect("a log line serializes")
+                );
+            } else {
+                let fields = match &line.fields {
+                    serde_json::Value::Object(map) if map.is_empty() => String::new(),
+                    other => format!(" {}", table::clean(&other.to_string())),
+                };
+                println!(
+                    "{} #{} {:<5} {}{fields}",
+                    line.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    line.attempt,
+                    line.level.as_str(),
+                    table::clean(&line.message)
+                );
+            }
+        }
+        if let Some(last) = lines.last() {
+            after = Some((last.attempt, last.seq));
+        }
+        if lines.len() as u32 == kiln::MAX_LOG_PAGE {
+            continue;
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        // Lines of a final run were stored before its status changed: read once more, then stop.
+        if runs.retrieve(args.id).await?.status.is_final() {
+            let rest = runs
+                .logs(args.id, args.attempt, after, kiln::MAX_LOG_PAGE)
+                .await?;
+            if rest.is_empty() {
+                return Ok(());
+            }
+            continue;
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
 }
 
 fn print_run(run: &Run) {

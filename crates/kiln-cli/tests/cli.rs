@@ -368,3 +368,71 @@ async fn operators_create_list_and_revoke_api_keys_and_read_the_audit_log() {
     assert_eq!(actions, ["key.revoke", "key.create"]);
     assert!(audit[0]["actor"].as_str().unwrap().starts_with("cli:"));
 }
+
+#[tokio::test]
+async fn kiln_runs_logs_prints_a_runs_lines_in_order() {
+    let url = test_database().await;
+    assert!(kiln(&url, &["migrate"]).status.success());
+    let triggered = json(&kiln(
+        &url,
+        &[
+            "trigger",
+            "logged-task",
+            "--payload",
+            "{}",
+            "--allow-unregistered",
+            "--json",
+        ],
+    ));
+    let id: uuid::Uuid = triggered["id"].as_str().unwrap().parse().unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let line = |seq: u32, level: kiln::LogLevel, message: &str, fields: serde_json::Value| {
+        kiln_store::run_log::NewLogLine {
+            run_id: id,
+            attempt: 1,
+            seq,
+            at: chrono::Utc::now(),
+            level,
+            message: message.into(),
+            fields,
+        }
+    };
+    kiln_store::run_log::run_log_insert_many(
+        &pool,
+        &[
+            line(1, kiln::LogLevel::Info, "starting", serde_json::json!({})),
+            line(
+                2,
+                kiln::LogLevel::Warn,
+                "token \u{1b}[31mexpired",
+                serde_json::json!({"ws": "w1"}),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let shown = kiln(&url, &["runs", "logs", &id.to_string()]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let out = stdout(&shown);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("#1 info  starting"), "{out}");
+    assert!(
+        lines[1].contains("warn") && lines[1].contains(r#"{"ws":"w1"}"#),
+        "{out}"
+    );
+    assert!(
+        !out.contains('\u{1b}'),
+        "escape sequences are shown escaped: {out}"
+    );
+    let as_json = kiln(&url, &["runs", "logs", &id.to_string(), "--json"]);
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&as_json).lines().next().unwrap()).unwrap();
+    assert_eq!(first["message"], "starting");
+    assert_eq!(first["level"], "info");
+    let missing = kiln(
+        &url,
+        &["runs", "logs", "0190a8a6-0000-7000-8000-000000000000"],
+    );
+    assert_eq!(missing.status.code(), Some(3));
+}

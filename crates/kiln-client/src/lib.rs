@@ -40,7 +40,7 @@ pub use kiln_core::{
     TriggerOptions,
 };
 pub use queues::Queues;
-pub use runs::Runs;
+pub use runs::{Runs, MAX_LOG_PAGE};
 pub use schedules::{CreateSchedule, Schedules, UpdateSchedule};
 pub use tasks::{TaskRow, Tasks};
 use trigger::Target;

@@ -9,6 +9,9 @@ use uuid::Uuid;
 use crate::audit::Ops;
 use crate::{ClientError, RunHandle};
 
+/// Log lines one page holds at most.
+pub const MAX_LOG_PAGE: u32 = 1_000;
+
 /// Reads and steers runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Runs<'a> {
@@ -25,6 +28,30 @@ impl<'a> Runs<'a> {
         run_get(self.ops.pool, id)
             .await?
             .ok_or(ClientError::RunNotFound(id))
+    }
+
+    /// Up to `limit` (1 to [`MAX_LOG_PAGE`]) log lines of a run in order, of one attempt when
+    /// given, after the line `after` = (attempt, seq) when given. An unknown run is
+    /// [`ClientError::RunNotFound`].
+    pub async fn logs(
+        &self,
+        id: Uuid,
+        attempt: Option<u32>,
+        after: Option<(u32, u32)>,
+        limit: u32,
+    ) -> Result<Vec<kiln_core::LogLine>, ClientError> {
+        if !(1..=MAX_LOG_PAGE).contains(&limit) {
+            return Err(ClientError::Invalid(format!(
+                "a page of log lines holds 1 to {MAX_LOG_PAGE} lines, got {limit}"
+            )));
+        }
+        let lines =
+            kiln_store::run_log::run_log_list(self.ops.pool, id, attempt, after, limit).await?;
+        if lines.is_empty() && after.is_none() {
+            // Tell "no lines yet" from "no such run".
+            self.retrieve(id).await?;
+        }
+        Ok(lines)
     }
 
     /// How many child runs this run triggered.

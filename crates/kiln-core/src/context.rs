@@ -40,6 +40,8 @@ pub struct Context {
     runtime: Option<Arc<dyn ChildRuntime>>,
     /// Child trigger calls made so far in this attempt: the call order children's keys derive from.
     calls: Arc<AtomicU32>,
+    /// Where `ctx.log()` lines go.
+    log: Option<Arc<dyn crate::LogSink>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -61,6 +63,7 @@ impl Context {
             cancel,
             runtime: None,
             calls: Arc::new(AtomicU32::new(0)),
+            log: None,
         }
     }
 
@@ -74,6 +77,17 @@ impl Context {
             runtime: Some(runtime),
             ..Self::new(info, cancel)
         }
+    }
+
+    /// The same context, keeping the lines of [`Context::log`] in `sink` (the worker sets this).
+    pub fn with_log(mut self, sink: Arc<dyn crate::LogSink>) -> Self {
+        self.log = Some(sink);
+        self
+    }
+
+    /// Writes log lines kept with this run and attempt: `ctx.log().info("synced")`.
+    pub fn log(&self) -> crate::RunLog {
+        crate::RunLog::new(self.log.clone())
     }
 
     pub(crate) fn runtime(&self) -> Option<&Arc<dyn ChildRuntime>> {

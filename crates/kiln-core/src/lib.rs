@@ -20,6 +20,7 @@ mod options;
 pub mod payload_schema;
 mod retry;
 mod run;
+mod run_log;
 mod schedule;
 mod status;
 mod task;
@@ -43,6 +44,7 @@ pub use retry::{
     DEFAULT_RETRY_FACTOR,
 };
 pub use run::{Attempt, Run};
+pub use run_log::{LogLevel, LogLine, LogSink, RunLog};
 pub use schedule::{Schedule, ScheduleTick, UPCOMING_TICKS};
 /// `schemars`, for `#[derive(kiln::schemars::JsonSchema)]` on payload types.
 #[cfg(feature = "schema")]

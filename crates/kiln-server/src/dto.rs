@@ -620,3 +620,42 @@ pub struct Health {
     /// `ok`.
     pub status: String,
 }
+
+/// One log line a run's body wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogLineBody {
+    /// The attempt that wrote it.
+    pub attempt: u32,
+    /// Its position within the attempt, from 1.
+    pub seq: u32,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// trace, debug, info, warn or error.
+    pub level: String,
+    /// The message.
+    pub message: String,
+    /// Structured fields.
+    pub fields: Value,
+}
+
+impl From<&kiln_core::LogLine> for LogLineBody {
+    fn from(l: &kiln_core::LogLine) -> Self {
+        Self {
+            attempt: l.attempt,
+            seq: l.seq,
+            at: l.at,
+            level: l.level.as_str().to_owned(),
+            message: l.message.clone(),
+            fields: l.fields.clone(),
+        }
+    }
+}
+
+/// A page of a run's log, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    /// The lines.
+    pub data: Vec<LogLineBody>,
+    /// Pass as `after` for the lines that follow (null when this page is not full).
+    pub next: Option<String>,
+}

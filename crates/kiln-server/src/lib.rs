@@ -31,7 +31,7 @@ use utoipa::OpenApi;
 pub use auth::{KEY_CACHE_TTL, LAST_USED_EVERY};
 pub use dto::*;
 pub use error::{status_of, ApiError, ErrorBody, ErrorDetail};
-pub use routes::{DEFAULT_API_PAGE, DEFAULT_WAIT, MAX_API_PAGE, MAX_WAIT};
+pub use routes::{DEFAULT_API_PAGE, DEFAULT_LOG_PAGE, DEFAULT_WAIT, MAX_API_PAGE, MAX_WAIT};
 
 /// Where `kiln serve` listens by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -90,7 +90,7 @@ impl AppState {
     ),
     paths(
         routes::trigger_task, routes::batch_trigger, routes::list_runs, routes::get_run,
-        routes::wait_run, routes::cancel_run, routes::replay_run, routes::reschedule_run,
+        routes::wait_run, routes::run_logs, routes::cancel_run, routes::replay_run, routes::reschedule_run,
         routes::list_tasks, routes::list_queues, routes::get_queue, routes::pause_queue,
         routes::resume_queue, routes::override_queue_limit, routes::reset_queue_limit,
         routes::list_schedules, routes::create_schedule, routes::get_schedule,
@@ -149,6 +149,7 @@ pub fn app(state: AppState) -> Router {
         .route("/runs", get(routes::list_runs))
         .route("/runs/{id}", get(routes::get_run))
         .route("/runs/{id}/wait", get(routes::wait_run))
+        .route("/runs/{id}/logs", get(routes::run_logs))
         .route("/runs/{id}/cancel", post(routes::cancel_run))
         .route("/runs/{id}/replay", post(routes::replay_run))
         .route("/runs/{id}/reschedule", post(routes::reschedule_run))

@@ -225,6 +225,69 @@ pub(crate) async fn get_run(
     Ok(Json(RunBody::new(&run, Some(children))))
 }
 
+/// Which log lines.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogsQuery {
+    /// Only this attempt's lines.
+    attempt: Option<u32>,
+    /// The `next` of the previous page (`attempt.seq`).
+    after: Option<String>,
+    /// Lines per page, 1 to 1000 (default 200).
+    limit: Option<u32>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/runs/{id}/logs", tag = "runs",
+    params(("id" = Uuid, Path, description = "The run's id"), LogsQuery),
+    responses(
+        (status = 200, description = "Log lines, oldest first", body = LogPage),
+        (status = 400, description = "The id or a parameter does not parse", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+        (status = 422, description = "The limit is out of range", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn run_logs(
+    caller: Caller<ReadRuns>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
+) -> ApiResult<Json<LogPage>> {
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(text) => {
+            let parsed = text
+                .split_once('.')
+                .and_then(|(a, s)| Some((a.parse().ok()?, s.parse().ok()?)));
+            Some(parsed.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("after {text:?} is not a log position: pass a page's `next` (e.g. \"1.200\")"),
+                )
+            })?)
+        }
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LOG_PAGE);
+    let lines = caller
+        .client
+        .runs()
+        .logs(id, query.attempt, after, limit)
+        .await?;
+    let next = (lines.len() as u32 == limit)
+        .then(|| lines.last().map(|l| format!("{}.{}", l.attempt, l.seq)))
+        .flatten();
+    Ok(Json(LogPage {
+        data: lines.iter().map(LogLineBody::from).collect(),
+        next,
+    }))
+}
+
+/// Log lines per API page by default.
+pub const DEFAULT_LOG_PAGE: u32 = 200;
+
 /// How long to wait.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -941,3 +941,55 @@ async fn every_documented_route_refuses_a_missing_key_and_a_key_of_too_narrow_a_
     }
     assert!(checked >= 24, "checked {checked} routes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_log_is_read_in_pages() {
+    let api = Api::new().await;
+    let worker = InProcessWorker::start(&api.db, "w1", 2).await;
+    let (_, created) = api
+        .post(
+            "/api/v1/tasks/chatty/trigger",
+            &api.trigger,
+            json!({"payload": {"lines": 4}}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = api
+        .get(&format!("/api/v1/runs/{id}/wait?timeout=20s"), &api.trigger)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, page) = api
+        .get(&format!("/api/v1/runs/{id}/logs?limit=3"), &api.trigger)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let messages = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["message"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(messages(&page), ["starting", "step", "step"]);
+    assert_eq!(page["data"][1]["fields"], json!({"i": 0}));
+    let next = page["next"].as_str().unwrap();
+    assert_eq!(next, "1.3");
+    let (_, rest) = api
+        .get(&format!("/api/v1/runs/{id}/logs?after={next}"), &api.read)
+        .await;
+    assert_eq!(messages(&rest), ["step", "step", "almost done"]);
+    assert_eq!(rest["data"][2]["level"], "warn");
+    assert!(rest["next"].is_null());
+    let (status, _) = api
+        .get(&format!("/api/v1/runs/{id}/logs?after=soon"), &api.read)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = api
+        .get(
+            "/api/v1/runs/0190a8a6-0000-7000-8000-000000000000/logs",
+            &api.read,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    worker.stop().await;
+}

@@ -16,6 +16,7 @@ pub mod migrate;
 pub mod queue;
 pub mod ready;
 pub mod run;
+pub mod run_log;
 pub mod schedule;
 pub mod stats;
 pub mod task;

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "payload_schemas",
         sql: include_str!("../../../migrations/0006_payload_schemas.sql"),
     },
+    Migration {
+        version: 7,
+        name: "run_logs",
+        sql: include_str!("../../../migrations/0007_run_logs.sql"),
+    },
 ];
 
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).

@@ -21,6 +21,7 @@ pub(crate) async fn run_completer(
     mut outcomes: mpsc::UnboundedReceiver<AttemptEnd>,
     batch_max: usize,
     inflight: InFlightRuns,
+    logs: std::sync::Arc<crate::logs::LogBuffer>,
 ) {
     let mut batch = Vec::with_capacity(batch_max);
     while let Some(first) = outcomes.recv().await {
@@ -31,6 +32,8 @@ pub(crate) async fn run_completer(
                 Err(_) => break,
             }
         }
+        // A run's lines are stored before its outcome, so a finished run's log is complete.
+        logs.flush().await;
         for end in record_outcomes(&pool, std::mem::take(&mut batch)).await {
             inflight.remove_attempt(end.0, end.1);
         }

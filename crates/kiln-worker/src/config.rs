@@ -25,6 +25,12 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long finished runs are kept before the cleaner deletes them: 30 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Log lines one attempt keeps at most.
+pub const DEFAULT_LOG_MAX_LINES: u32 = 1_000;
+/// Bytes of log lines one attempt keeps at most: 256 KiB.
+pub const DEFAULT_LOG_MAX_BYTES: usize = 256 * 1024;
+/// How often buffered log lines are written.
+pub const DEFAULT_LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// Connections a worker's pool opens at most.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// Schedules one scheduler pass fires at most.
@@ -74,6 +80,13 @@ pub struct WorkerConfig {
     pub clock: Arc<dyn Clock>,
     /// Schedules fired per scheduler pass.
     pub schedule_batch: u32,
+    /// Log lines (`ctx.log()`) one attempt keeps at most; past it, one marker line says the rest
+    /// was dropped.
+    pub log_max_lines: u32,
+    /// Bytes of log messages and fields one attempt keeps at most.
+    pub log_max_bytes: usize,
+    /// How often buffered log lines are written (also when an attempt ends).
+    pub log_flush_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -94,6 +107,9 @@ impl Default for WorkerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             clock: Arc::new(SystemClock),
             schedule_batch: DEFAULT_SCHEDULE_BATCH,
+            log_max_lines: DEFAULT_LOG_MAX_LINES,
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            log_flush_interval: DEFAULT_LOG_FLUSH_INTERVAL,
         }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) async fn execute(
     cancel_grace: Duration,
     lease_margin: Duration,
     children: Arc<dyn ChildRuntime>,
+    log: Arc<crate::logs::AttemptLog>,
 ) -> AttemptEnd {
     // The process may have stalled between the claim and now: no body starts on a lease that
     // may have expired (another worker may run it already).
@@ -65,7 +66,8 @@ pub(crate) async fn execute(
         },
         flight.token.clone(),
         children,
-    );
+    )
+    .with_log(log);
     // The body runs in a task of its own (so a panic is caught and a stuck body can be dropped),
     // inside the attempt's span.
     let mut body = tokio::spawn(

@@ -27,6 +27,7 @@ mod config;
 mod execute;
 mod fence;
 mod inflight;
+mod logs;
 mod maintenance;
 mod registry;
 mod worker;

@@ -21,6 +21,7 @@ use crate::config::{WorkerConfig, CLAIM_GATHER, CONTENDED_RETRY};
 use crate::execute::execute;
 use crate::fence::{fence_margin, watch_leases, Fence};
 use crate::inflight::{InFlightRuns, StopReason};
+use crate::logs::{flush_logs, LogBuffer};
 use crate::maintenance::run_maintenance;
 use crate::registry::Registry;
 use crate::WorkerError;
@@ -240,11 +241,19 @@ impl Worker {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel::<AttemptEnd>();
         let background = CancellationToken::new();
 
+        let logs = LogBuffer::new(inner.pool.clone());
+        let log_stop = CancellationToken::new();
+        let log_flusher = tokio::spawn(flush_logs(
+            Arc::clone(&logs),
+            config.log_flush_interval,
+            log_stop.clone(),
+        ));
         let completer = tokio::spawn(run_completer(
             inner.pool.clone(),
             outcomes_rx,
             config.completion_batch,
             inflight.clone(),
+            Arc::clone(&logs),
         ));
         let listener = tokio::spawn(listen(
             inner.pool.clone(),
@@ -362,6 +371,12 @@ impl Worker {
                         let outcomes = outcomes_tx.clone();
                         let cancel_grace = config.cancel_grace;
                         let margin = fence_margin(config.lease);
+                        let log = logs.attempt(
+                            run.run_id,
+                            run.attempt,
+                            config.log_max_lines,
+                            config.log_max_bytes,
+                        );
                         bodies.spawn(
                             async move {
                                 tracing::debug!("attempt started");
@@ -372,6 +387,7 @@ impl Worker {
                                     cancel_grace,
                                     margin,
                                     children,
+                                    log,
                                 )
                                 .await;
                                 flight.mark_finished();
@@ -429,6 +445,8 @@ impl Worker {
         }
         drop(outcomes_tx);
         let _ = completer.await;
+        log_stop.cancel();
+        let _ = log_flusher.await;
         background.cancel();
         let _ = listener.await;
         let _ = heartbeat.await;

@@ -74,6 +74,7 @@
 pub use kiln_client::{
     ApiKey, CancelOutcome, Client, ClientError, CreateSchedule, ErrorCode, QueueRow, Queues,
     RunFilter, RunHandle, RunPage, RunWaiter, Runs, Schedules, Scope, Trigger, UpdateSchedule,
+    MAX_LOG_PAGE,
 };
 pub use kiln_core::*;
 #[cfg(feature = "worker")]

@@ -1,0 +1,179 @@
+//! The per-process buffer of run log lines: bodies append to it (no I/O on their path), a
+//! flusher writes what gathered in one statement every [`WorkerConfig::log_flush_interval`], and
+//! the completer flushes it before recording outcomes, so a finished run's lines are stored when
+//! its status says it finished. Each attempt keeps at most `log_max_lines` lines and
+//! `log_max_bytes` bytes; past either, one marker line says the rest was dropped.
+//!
+//! [`WorkerConfig::log_flush_interval`]: crate::WorkerConfig::log_flush_interval
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use kiln_core::{LogLevel, LogSink};
+use kiln_store::run_log::{run_log_insert_many, NewLogLine};
+use kiln_store::Pool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Lines waiting in the buffer at most; past it (the database is unreachable for long), the
+/// oldest are dropped with a warning rather than growing without bound.
+const MAX_BUFFERED_LINES: usize = 100_000;
+/// A flush is started early once this many lines wait.
+const FLUSH_EARLY_AT: usize = 1_000;
+
+/// The process's buffer of lines not yet stored.
+pub(crate) struct LogBuffer {
+    pool: Pool,
+    lines: Mutex<Vec<NewLogLine>>,
+    /// Serializes flushes, so lines are stored in the order they were written.
+    flushing: tokio::sync::Mutex<()>,
+    full: Notify,
+}
+
+impl std::fmt::Debug for LogBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogBuffer").finish_non_exhaustive()
+    }
+}
+
+impl LogBuffer {
+    pub(crate) fn new(pool: Pool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            lines: Mutex::new(Vec::new()),
+            flushing: tokio::sync::Mutex::new(()),
+            full: Notify::new(),
+        })
+    }
+
+    fn push(&self, line: NewLogLine) {
+        let mut lines = self.lines.lock().expect("log buffer");
+        if lines.len() >= MAX_BUFFERED_LINES {
+            lines.remove(0);
+            tracing::warn!(
+                "run log buffer full (the database is unreachable?); dropping the oldest line"
+            );
+        }
+        lines.push(line);
+        if lines.len() == FLUSH_EARLY_AT {
+            self.full.notify_one();
+        }
+    }
+
+    /// Stores every buffered line. On failure the lines go back to the buffer, for the next flush.
+    pub(crate) async fn flush(&self) {
+        let _turn = self.flushing.lock().await;
+        let lines = std::mem::take(&mut *self.lines.lock().expect("log buffer"));
+        if lines.is_empty() {
+            return;
+        }
+        if let Err(error) = run_log_insert_many(&self.pool, &lines).await {
+            tracing::warn!(%error, lines = lines.len(), "storing run log lines failed; will retry");
+            let mut buffered = self.lines.lock().expect("log buffer");
+            let newer = std::mem::replace(&mut *buffered, lines);
+            buffered.extend(newer);
+        }
+    }
+
+    /// The log of one attempt, with its caps.
+    pub(crate) fn attempt(
+        self: &Arc<Self>,
+        run_id: Uuid,
+        attempt: u32,
+        max_lines: u32,
+        max_bytes: usize,
+    ) -> Arc<AttemptLog> {
+        Arc::new(AttemptLog {
+            buffer: Arc::clone(self),
+            run_id,
+            attempt,
+            max_lines,
+            max_bytes,
+            seq: AtomicU32::new(0),
+            bytes: AtomicUsize::new(0),
+            truncated: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Flushes the buffer every `interval` (sooner when it fills) until `stop`, then once more.
+pub(crate) async fn flush_logs(
+    buffer: Arc<LogBuffer>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+            _ = buffer.full.notified() => {}
+        }
+        buffer.flush().await;
+    }
+    buffer.flush().await;
+}
+
+/// One attempt's log: numbers its lines and applies the caps.
+pub(crate) struct AttemptLog {
+    buffer: Arc<LogBuffer>,
+    run_id: Uuid,
+    attempt: u32,
+    max_lines: u32,
+    max_bytes: usize,
+    seq: AtomicU32,
+    bytes: AtomicUsize,
+    truncated: AtomicBool,
+}
+
+impl AttemptLog {
+    fn keep(&self, level: LogLevel, message: String, fields: serde_json::Value) {
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        self.buffer.push(NewLogLine {
+            run_id: self.run_id,
+            attempt: self.attempt,
+            seq,
+            at: Utc::now(),
+            level,
+            message,
+            fields,
+        });
+    }
+}
+
+impl LogSink for AttemptLog {
+    fn write(&self, level: LogLevel, mut message: String, fields: serde_json::Value) {
+        if self.truncated.load(Ordering::Acquire) {
+            return;
+        }
+        // Postgres cannot store \u0000 in text or jsonb.
+        if message.contains('\0') {
+            message = message.replace('\0', "\u{FFFD}");
+        }
+        let fields = if fields.to_string().contains("\\u0000") {
+            serde_json::json!({ "fields_error": "the fields held \\u0000 and were dropped" })
+        } else {
+            fields
+        };
+        let size = message.len() + fields.to_string().len();
+        let bytes = self.bytes.fetch_add(size, Ordering::AcqRel) + size;
+        let lines = self.seq.load(Ordering::Acquire);
+        if lines >= self.max_lines || bytes > self.max_bytes {
+            if !self.truncated.swap(true, Ordering::AcqRel) {
+                self.keep(
+                    LogLevel::Warn,
+                    format!(
+                        "log truncated: this attempt reached its cap of {} lines or {} bytes; \
+                         later lines were dropped",
+                        self.max_lines, self.max_bytes
+                    ),
+                    serde_json::json!({ "kiln": "truncated" }),
+                );
+            }
+            return;
+        }
+        self.keep(level, message, fields);
+    }
+}
