@@ -214,6 +214,21 @@ task! {
 }
 
 task! {
+    /// Logs through `ctx.log()` and through `tracing` (kept when `kiln::log_layer()` is installed).
+    pub Traced {
+        id: "traced",
+        run: async |ctx: Context, _payload: ()| -> Result<()> {
+            ctx.log().info("before");
+            tracing::info!(events = 3, "synced via tracing");
+            tracing::debug!("below the layer's level");
+            tracing::warn!(ws_id = "w1", "slow provider");
+            ctx.log().info("after");
+            Ok(())
+        }
+    }
+}
+
+task! {
     /// Aborts: fails at once whatever attempts remain.
     pub Aborting {
         id: "aborting",
@@ -456,6 +471,7 @@ pub fn register_only(builder: kiln::WorkerBuilder, only: Option<&[String]>) -> k
         Flaky,
         Aborting,
         Chatty,
+        Traced,
         Unstorable,
         Panicking,
         Overrunning,

@@ -169,3 +169,39 @@ async fn retention_deletes_a_runs_lines_with_the_run() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_events_in_a_body_are_kept_with_the_layer_installed() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(kiln::log_layer())
+        .try_init();
+    let (db, client) = registered().await;
+    let worker = InProcessWorker::start(&db, "w1", 2).await;
+    let run = client.trigger::<Traced>(()).await.unwrap();
+    wait_for_status(&client, run.id, RunStatus::Completed).await;
+    let lines = client.runs().logs(run.id, None, None, 100).await.unwrap();
+    let seen: Vec<(LogLevel, &str, serde_json::Value)> = lines
+        .iter()
+        .map(|l| (l.level, l.message.as_str(), l.fields.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (LogLevel::Info, "before", serde_json::json!({})),
+            (
+                LogLevel::Info,
+                "synced via tracing",
+                serde_json::json!({"events": 3})
+            ),
+            (
+                LogLevel::Warn,
+                "slow provider",
+                serde_json::json!({"ws_id": "w1"})
+            ),
+            (LogLevel::Info, "after", serde_json::json!({})),
+        ]
+    );
+    worker.stop().await;
+}

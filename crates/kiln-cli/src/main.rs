@@ -115,18 +115,22 @@ pub(crate) type CliResult = Result<(), Failure>;
 fn init_tracing(default: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| default.parse().expect("default filter parses"));
+    // RUST_LOG filters what is printed; what task bodies log is kept in their runs' logs
+    // whatever is printed.
     let _ = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false),
+                .with_target(false)
+                .with_filter(filter),
         )
-        .with(filter)
+        .with(kiln::log_layer())
         .try_init();
 }
 

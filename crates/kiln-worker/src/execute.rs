@@ -67,11 +67,13 @@ pub(crate) async fn execute(
         flight.token.clone(),
         children,
     )
-    .with_log(log);
+    .with_log(Arc::clone(&log) as Arc<dyn kiln_core::LogSink>);
     // The body runs in a task of its own (so a panic is caught and a stuck body can be dropped),
     // inside the attempt's span.
+    // The attempt's log is task-local to the body's task, where `log_layer` finds it.
     let mut body = tokio::spawn(
-        task.call(ctx, run.payload.clone())
+        crate::log_layer::CURRENT_RUN_LOG
+            .scope(Arc::clone(&log), task.call(ctx, run.payload.clone()))
             .instrument(tracing::Span::current()),
     );
     let deadline = run.max_duration.map(|d| tokio::time::Instant::now() + d);

@@ -27,6 +27,7 @@ mod config;
 mod execute;
 mod fence;
 mod inflight;
+mod log_layer;
 mod logs;
 mod maintenance;
 mod registry;
@@ -34,6 +35,7 @@ mod worker;
 
 pub use config::*;
 pub use fence::SELF_FENCE_DIVISOR;
+pub use log_layer::{log_layer, RunLogLayer};
 pub use maintenance::{
     Cleaner, DelayedPromoter, Expirer, KeyCleanup, Rescuer, Scheduler, DEFAULT_CLEANER_BATCH,
     DEFAULT_CLEANER_INTERVAL, DEFAULT_KEY_CLEANUP_INTERVAL, DEFAULT_KEY_IDLE,

@@ -79,7 +79,8 @@ pub use kiln_client::{
 pub use kiln_core::*;
 #[cfg(feature = "worker")]
 pub use kiln_worker::{
-    Cleaner, Rescuer, Scheduler, Worker, WorkerBuilder, WorkerConfig, WorkerError,
+    log_layer, Cleaner, Rescuer, RunLogLayer, Scheduler, Worker, WorkerBuilder, WorkerConfig,
+    WorkerError,
 };
 
 /// The worker's settings and defaults.
