@@ -205,3 +205,64 @@ pub(crate) async fn audit(args: AuditArgs) -> CliResult {
     table::print(&["ID", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"], &rows);
     Ok(())
 }
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkersCommand {
+    /// Running and draining workers, with what they hold now.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Stopped and dead workers too.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn workers(command: WorkersCommand) -> CliResult {
+    let WorkersCommand::List { db, all, json } = command;
+    let workers = db.client().await?.workers().list(all).await?;
+    if json {
+        table::json(&workers);
+        return Ok(());
+    }
+    let ago = |t: chrono::DateTime<chrono::Utc>| {
+        let s = (chrono::Utc::now() - t).num_seconds().max(0);
+        match s {
+            0..=119 => format!("{s}s ago"),
+            120..=7199 => format!("{}m ago", s / 60),
+            _ => format!("{}h ago", s / 3600),
+        }
+    };
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                table::clean(&w.id),
+                table::clean(&w.hostname),
+                w.pid.to_string(),
+                w.state.clone(),
+                format!("{}/{}", w.in_flight, w.concurrency),
+                table::clean(&w.tasks.join(",")),
+                ago(w.started_at),
+                ago(w.last_seen_at),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "ID",
+            "HOST",
+            "PID",
+            "STATE",
+            "IN FLIGHT",
+            "TASKS",
+            "STARTED",
+            "LAST SEEN",
+        ],
+        &rows,
+    );
+    Ok(())
+}

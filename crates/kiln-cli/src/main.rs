@@ -54,6 +54,9 @@ enum Command {
     Keys(api::KeysCommand),
     /// Show who changed what (operator actions, newest first).
     Audit(api::AuditArgs),
+    /// List the worker processes (alive, draining; --all for stopped and dead ones).
+    #[command(subcommand)]
+    Workers(api::WorkersCommand),
     /// Measure throughput and latency against DATABASE_URL.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
                     Command::Serve(args) => api::serve(args).await,
                     Command::Keys(c) => api::keys(c).await,
                     Command::Audit(args) => api::audit(args).await,
+                    Command::Workers(c) => api::workers(c).await,
                     Command::Dev(_) | Command::Bench(_) => unreachable!("handled above"),
                 }
             }

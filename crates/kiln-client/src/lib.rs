@@ -42,7 +42,7 @@ pub use kiln_core::{
 pub use queues::Queues;
 pub use runs::{Runs, MAX_LOG_PAGE};
 pub use schedules::{CreateSchedule, Schedules, UpdateSchedule};
-pub use tasks::{TaskRow, Tasks};
+pub use tasks::{TaskRow, Tasks, WorkerRow, Workers};
 use trigger::Target;
 pub use trigger::Trigger;
 pub use wait::{RunWaiter, WAIT_POLL_INTERVAL};
@@ -323,6 +323,11 @@ impl Client {
     /// Lists the tasks workers have registered.
     pub fn tasks(&self) -> Tasks<'_> {
         Tasks::new(self.ops())
+    }
+
+    /// Lists the worker processes (the workers registry).
+    pub fn workers(&self) -> Workers<'_> {
+        Workers::new(self.ops())
     }
 
     /// Reads the audit log of operator actions.

@@ -1,4 +1,5 @@
-//! `client.tasks()`: the tasks workers have registered, with their definitions.
+//! `client.tasks()` and `client.workers()`: the tasks workers have registered, with their
+//! definitions, and the worker processes themselves.
 
 pub use kiln_store::task::TaskRow;
 use kiln_store::task::{task_get, task_list};
@@ -29,5 +30,26 @@ impl<'a> Tasks<'a> {
             .ok_or_else(|| ClientError::UnregisteredTask {
                 task_id: task_id.to_owned(),
             })
+    }
+}
+
+/// A registered worker process, as listed.
+pub use kiln_store::worker::WorkerRow;
+
+/// Reads the workers registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Workers<'a> {
+    ops: Ops<'a>,
+}
+
+impl<'a> Workers<'a> {
+    pub(crate) fn new(ops: Ops<'a>) -> Self {
+        Self { ops }
+    }
+
+    /// Running and draining workers, newest first; with `all`, stopped and dead ones too (a
+    /// worker that missed three heartbeats is `dead`).
+    pub async fn list(&self, all: bool) -> Result<Vec<WorkerRow>, ClientError> {
+        Ok(kiln_store::worker::worker_list(self.ops.pool, all).await?)
     }
 }

@@ -659,3 +659,53 @@ pub struct LogPage {
     /// Pass as `after` for the lines that follow (null when this page is not full).
     pub next: Option<String>,
 }
+
+/// A worker process.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerBody {
+    /// Its id (as in attempts).
+    pub id: String,
+    /// The machine.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: i32,
+    /// Kiln's version.
+    pub version: String,
+    /// The tasks it runs.
+    pub tasks: Vec<String>,
+    /// Runs it executes at once.
+    pub concurrency: i32,
+    /// running, draining, stopped, or dead (missed three heartbeats).
+    pub state: String,
+    /// Runs it held at its last heartbeat.
+    pub in_flight: i32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When its heartbeat last reached the database.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+impl From<&kiln_client::WorkerRow> for WorkerBody {
+    fn from(w: &kiln_client::WorkerRow) -> Self {
+        Self {
+            id: w.id.clone(),
+            hostname: w.hostname.clone(),
+            pid: w.pid,
+            version: w.version.clone(),
+            tasks: w.tasks.clone(),
+            concurrency: w.concurrency,
+            state: w.state.clone(),
+            in_flight: w.in_flight,
+            started_at: w.started_at,
+            last_seen_at: w.last_seen_at,
+        }
+    }
+}
+
+/// Worker processes, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    /// The workers.
+    pub data: Vec<WorkerBody>,
+}

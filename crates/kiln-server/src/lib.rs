@@ -95,7 +95,7 @@ impl AppState {
         routes::resume_queue, routes::override_queue_limit, routes::reset_queue_limit,
         routes::list_schedules, routes::create_schedule, routes::get_schedule,
         routes::update_schedule, routes::delete_schedule, routes::activate_schedule,
-        routes::deactivate_schedule, routes::list_audit, routes::list_keys, routes::healthz,
+        routes::deactivate_schedule, routes::list_audit, routes::list_workers, routes::list_keys, routes::healthz,
         routes::readyz, routes::openapi_document,
     ),
     modifiers(&BearerAuth),
@@ -105,6 +105,7 @@ impl AppState {
         (name = "queues", description = "Queues: limits, counts, pause"),
         (name = "schedules", description = "Cron schedules"),
         (name = "audit", description = "Who changed what"),
+        (name = "workers", description = "Worker processes"),
         (name = "keys", description = "API keys"),
         (name = "health", description = "Liveness and readiness"),
         (name = "meta", description = "This document"),
@@ -181,6 +182,7 @@ pub fn app(state: AppState) -> Router {
             post(routes::deactivate_schedule),
         )
         .route("/audit", get(routes::list_audit))
+        .route("/workers", get(routes::list_workers))
         .route("/keys", get(routes::list_keys))
         .route(
             "/openapi.json",

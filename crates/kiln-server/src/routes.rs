@@ -769,6 +769,40 @@ pub(crate) async fn deactivate_schedule(
     Ok(Json(ScheduleBody::from(&schedule)))
 }
 
+/// Which workers.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct WorkersQuery {
+    /// Stopped and dead workers too.
+    all: Option<bool>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/workers", tag = "workers",
+    params(WorkersQuery),
+    responses(
+        (status = 200, description = "Worker processes, newest first", body = WorkerList),
+        (status = 400, description = "A parameter does not parse", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list_workers(
+    caller: Caller<ReadAll>,
+    ApiQuery(query): ApiQuery<WorkersQuery>,
+) -> ApiResult<Json<WorkerList>> {
+    let workers = caller
+        .client
+        .workers()
+        .list(query.all.unwrap_or(false))
+        .await?;
+    Ok(Json(WorkerList {
+        data: workers.iter().map(WorkerBody::from).collect(),
+    }))
+}
+
 /// A page of the audit log.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -943,7 +943,7 @@ async fn every_documented_route_refuses_a_missing_key_and_a_key_of_too_narrow_a_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runs_log_is_read_in_pages() {
+async fn a_runs_log_is_read_in_pages_and_its_worker_is_listed() {
     let api = Api::new().await;
     let worker = InProcessWorker::start(&api.db, "w1", 2).await;
     let (_, created) = api

@@ -137,7 +137,8 @@ pub struct HeartbeatAck {
 /// Extends the leases `worker_id` holds on `(run, attempt)` pairs to `now + lease`, and the waits
 /// of parents that wait on children. Never waits for a row lock: rows locked by another statement
 /// are skipped and answered with `extended: false`. Returns the leases still held; a lease
-/// missing from the answer was lost (rescued after a stall) or already ended.
+/// missing from the answer was lost (rescued after a stall) or already ended. Also records in
+/// the workers registry that the worker is alive.
 pub async fn lease_heartbeat(
     pool: &Pool,
     worker_id: &str,
@@ -187,11 +188,18 @@ pub async fn lease_heartbeat(
              UNION ALL
              SELECT w.run_id FROM held h JOIN kiln.waits w USING (run_id, attempt)
               WHERE w.worker_id = $1
+         ),
+         -- The workers registry: this worker is alive and holds this many runs.
+         seen AS (
+             UPDATE kiln.workers SET last_seen_at = now(), in_flight = cardinality($2::uuid[])
+              WHERE id = $1
+             RETURNING 1
          )
          SELECT p.run_id,
                 p.run_id IN (SELECT run_id FROM extended UNION ALL SELECT run_id FROM waiting),
                 r.status = 'canceled'
-           FROM present p JOIN kiln.runs r ON r.id = p.run_id",
+           FROM present p JOIN kiln.runs r ON r.id = p.run_id
+          WHERE (SELECT count(*) FROM seen) >= 0",
     )
     .bind(worker_id)
     .bind(&ids)

@@ -10,7 +10,6 @@
 pub mod api_key;
 pub mod audit;
 mod error;
-pub mod health;
 pub mod lease;
 pub mod migrate;
 pub mod queue;
@@ -21,6 +20,7 @@ pub mod schedule;
 pub mod stats;
 pub mod task;
 pub mod wait;
+pub mod worker;
 
 pub use error::StoreError;
 pub use migrate::migrate;

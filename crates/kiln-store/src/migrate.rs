@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "run_logs",
         sql: include_str!("../../../migrations/0007_run_logs.sql"),
     },
+    Migration {
+        version: 8,
+        name: "workers",
+        sql: include_str!("../../../migrations/0008_workers.sql"),
+    },
 ];
 
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).

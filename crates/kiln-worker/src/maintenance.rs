@@ -13,6 +13,7 @@ use kiln_store::ready::{ready_expire, ready_promote_delayed};
 use kiln_store::run::run_delete_finished_before;
 use kiln_store::schedule::{schedule_fire_due, schedule_tick_delete_before, FiredTick};
 use kiln_store::wait::wait_expire;
+use kiln_store::worker::worker_delete_unseen_before;
 use kiln_store::{Pool, Result};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -149,7 +150,7 @@ impl Expirer {
     }
 }
 
-/// Forgets when idle concurrency keys were last served.
+/// Forgets when idle concurrency keys were last served, and workers gone for as long.
 #[derive(Debug, Clone)]
 pub struct KeyCleanup {
     /// Keys with nothing waiting or running, not served for this long, are forgotten.
@@ -170,6 +171,13 @@ impl KeyCleanup {
         let idle_before =
             Utc::now() - chrono::Duration::from_std(self.idle).unwrap_or(chrono::Duration::MAX);
         queue_key_drop_idle(pool, idle_before).await
+    }
+
+    /// One pass; returns how many workers not seen for the idle time were forgotten.
+    pub async fn forget_gone_workers(&self, pool: &Pool) -> Result<u64> {
+        let unseen_before =
+            Utc::now() - chrono::Duration::from_std(self.idle).unwrap_or(chrono::Duration::MAX);
+        worker_delete_unseen_before(pool, unseen_before).await
     }
 }
 
@@ -282,6 +290,10 @@ pub(crate) async fn run_maintenance(
             report(
                 "forgot idle concurrency keys",
                 keys.drop_idle_keys(&pool).await,
+            );
+            report(
+                "forgot workers not seen for a day",
+                keys.forget_gone_workers(&pool).await,
             );
         }
         if let Some(cleaner) = &cleaner {

@@ -8,6 +8,7 @@ use kiln_core::Task;
 use kiln_store::lease::{lease_claim, lease_heartbeat, AttemptEnd, ClaimedRun};
 use kiln_store::schedule::schedule_sync_declarative;
 use kiln_store::task::task_register;
+use kiln_store::worker::{worker_register, worker_seen, worker_set_state, WorkerSpec};
 use kiln_store::Pool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -159,14 +160,22 @@ impl WorkerBuilder {
     }
 }
 
-fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "worker".to_owned());
-    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+        .unwrap_or_else(|| "worker".to_owned())
+}
+
+fn default_worker_id() -> String {
+    format!(
+        "{}-{}-{:04x}",
+        hostname(),
+        std::process::id(),
+        fastrand::u16(..)
+    )
 }
 
 struct Inner {
@@ -230,6 +239,19 @@ impl Worker {
         let config = &inner.config;
         let task_ids = inner.registry.ids();
         tracing::info!(worker_id = %inner.worker_id, tasks = ?task_ids, concurrency = config.concurrency, "worker started");
+        worker_register(
+            &inner.pool,
+            &WorkerSpec {
+                id: &inner.worker_id,
+                hostname: &hostname(),
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION"),
+                tasks: &task_ids,
+                concurrency: config.concurrency as u32,
+                heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+            },
+        )
+        .await?;
 
         let wake = Arc::new(Notify::new());
         let slot_freed = Arc::new(Notify::new());
@@ -424,6 +446,9 @@ impl Worker {
             in_flight = inflight.len(),
             "worker stopping: no new claims; draining"
         );
+        if let Err(error) = worker_set_state(&inner.pool, &inner.worker_id, "draining").await {
+            tracing::warn!(%error, "could not record that the worker drains");
+        }
         let handed_back = inflight.stop_waiting(StopReason::Shutdown);
         if handed_back > 0 {
             tracing::info!(
@@ -453,6 +478,9 @@ impl Worker {
         let _ = watchdog.await;
         if let Some(maintenance) = maintenance {
             let _ = maintenance.await;
+        }
+        if let Err(error) = worker_set_state(&inner.pool, &inner.worker_id, "stopped").await {
+            tracing::warn!(%error, "could not record that the worker stopped");
         }
         tracing::info!("worker stopped");
         Ok(())
@@ -582,8 +610,10 @@ async fn heartbeat(
         }
         let held = inflight.held();
         if held.is_empty() {
-            if fence.is_raised() && kiln_store::health::health_ping(&pool).await.is_ok() {
-                fence.lower();
+            // Still alive in the registry; for a fenced worker, proof it reaches the database.
+            match worker_seen(&pool, &worker_id, 0).await {
+                Ok(()) => fence.lower(),
+                Err(error) => tracing::warn!(%error, "recording the heartbeat failed; will retry"),
             }
             continue;
         }
