@@ -167,15 +167,19 @@ pub(crate) struct RunsListArgs {
     json: bool,
 }
 
+/// A `--status` value: a run status, or `retrying` (queued for a retry, as tables show it).
 #[derive(Debug, Clone)]
-struct RunStatusArg(RunStatus);
+struct RunStatusArg(Option<RunStatus>);
 
 impl std::str::FromStr for RunStatusArg {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        if s == "retrying" {
+            return Ok(RunStatusArg(None));
+        }
         s.parse()
-            .map(RunStatusArg)
-            .map_err(|e: kiln::UnknownStatus| e.to_string())
+            .map(|status| RunStatusArg(Some(status)))
+            .map_err(|e: kiln::UnknownStatus| format!("{e} (or retrying)"))
     }
 }
 
@@ -231,7 +235,8 @@ pub(crate) async fn runs(command: RunsCommand) -> CliResult {
             let client = args.db.client().await?;
             let filter = RunFilter {
                 task_ids: args.tasks,
-                statuses: args.statuses.into_iter().map(|s| s.0).collect(),
+                retrying: args.statuses.iter().any(|s| s.0.is_none()),
+                statuses: args.statuses.into_iter().filter_map(|s| s.0).collect(),
                 queue: args.queue,
                 tags: args.tags,
                 concurrency_key: args.concurrency_key,

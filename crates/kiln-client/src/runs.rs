@@ -61,6 +61,27 @@ impl<'a> Runs<'a> {
 
     /// A page of runs, newest first, filtered.
     pub async fn list(&self, filter: &RunFilter) -> Result<RunPage, ClientError> {
+        let strings = filter
+            .task_ids
+            .iter()
+            .map(|v| ("task", v))
+            .chain(filter.tags.iter().map(|v| ("tag", v)))
+            .chain(filter.queue.iter().map(|v| ("queue", v)))
+            .chain(
+                filter
+                    .concurrency_key
+                    .iter()
+                    .map(|v| ("concurrency_key", v)),
+            )
+            .chain(
+                filter
+                    .idempotency_key
+                    .iter()
+                    .map(|v| ("idempotency_key", v)),
+            );
+        for (name, value) in strings {
+            kiln_core::check_key(&format!("filter {name}"), value).map_err(ClientError::Invalid)?;
+        }
         Ok(run_list(self.ops.pool, filter).await?)
     }
 

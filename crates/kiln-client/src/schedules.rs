@@ -151,6 +151,19 @@ impl<'a> Schedules<'a> {
                 task_id: schedule.task_id,
             });
         }
+        for (field, value) in [
+            ("external_id", &schedule.external_id),
+            ("dedup_key", &schedule.dedup_key),
+        ] {
+            if let Some(value) = value {
+                kiln_core::check_key(field, value).map_err(|message| {
+                    ClientError::InvalidTrigger {
+                        task_id: schedule.task_id.clone(),
+                        message,
+                    }
+                })?;
+            }
+        }
         if schedule.dedup_key.as_deref() == Some("") {
             return Err(ClientError::InvalidTrigger {
                 task_id: schedule.task_id,
@@ -193,6 +206,9 @@ impl<'a> Schedules<'a> {
     /// Changes a schedule. A changed pattern or timezone restarts its cadence from now.
     pub async fn update(&self, id: Uuid, changes: UpdateSchedule) -> Result<Schedule, ClientError> {
         let current = self.editable(id).await?;
+        if let Some(Some(external_id)) = &changes.external_id {
+            kiln_core::check_key("external_id", external_id).map_err(ClientError::Invalid)?;
+        }
         if let Some(task_id) = &changes.task_id {
             if *task_id != current.task_id && !task_is_registered(self.ops.pool, task_id).await? {
                 return Err(ClientError::UnregisteredTask {
@@ -266,7 +282,7 @@ impl<'a> Schedules<'a> {
     }
 
     async fn set_active(&self, id: Uuid, active: bool) -> Result<Schedule, ClientError> {
-        let current = self.retrieve(id).await?;
+        let current = self.editable(id).await?;
         let parsed = parse(&current.cron, &current.timezone)?;
         let spec = ScheduleSpec {
             task_id: current.task_id,

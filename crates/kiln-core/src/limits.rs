@@ -8,6 +8,25 @@ pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// entry must stay well under a page).
 pub const MAX_KEY_BYTES: usize = 255;
 
+/// Longest duration a trigger option (delay, ttl, priority, idempotency key ttl, max duration)
+/// may take: ten years.
+pub const MAX_OPTION_DURATION: std::time::Duration =
+    std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+/// Most attempts a run may be given.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1_000;
+
+/// Checks that a duration option is at most [`MAX_OPTION_DURATION`].
+pub fn check_option_duration(option: &str, value: std::time::Duration) -> Result<(), String> {
+    if value > MAX_OPTION_DURATION {
+        return Err(format!(
+            "option {option}: at most {} days, got {} s",
+            MAX_OPTION_DURATION.as_secs() / 86_400,
+            value.as_secs()
+        ));
+    }
+    Ok(())
+}
+
 /// Why a JSON value cannot be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {

@@ -13,6 +13,8 @@ pub struct RunFilter {
     pub task_ids: Vec<String>,
     /// Only runs in these statuses.
     pub statuses: Vec<RunStatus>,
+    /// Also runs queued for a retry (`queued` with an attempt behind them); alone, only those.
+    pub retrying: bool,
     /// Only runs in this queue.
     pub queue: Option<String>,
     /// Only runs carrying every one of these tags.

@@ -151,6 +151,25 @@ impl TriggerOptions {
         if self.max_attempts == Some(0) {
             return Err("max_attempts must be at least 1 (1 means no retry)".into());
         }
+        if let Some(n) = self.max_attempts.filter(|n| *n > crate::MAX_ATTEMPTS_LIMIT) {
+            return Err(format!(
+                "max_attempts may be at most {}, got {n}",
+                crate::MAX_ATTEMPTS_LIMIT
+            ));
+        }
+        if let Some(Delay::For(d)) = self.delay {
+            crate::check_option_duration("delay", d)?;
+        }
+        for (name, value) in [
+            ("ttl", self.ttl),
+            ("idempotency_key_ttl", self.idempotency_key_ttl),
+            ("priority", self.priority),
+            ("max_duration", self.max_duration),
+        ] {
+            if let Some(d) = value {
+                crate::check_option_duration(name, d)?;
+            }
+        }
         if let Some(queue) = &self.queue {
             crate::validate_task_id(queue).map_err(|e| format!("queue {queue:?}: {e}"))?;
         }

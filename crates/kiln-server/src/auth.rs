@@ -19,7 +19,7 @@ use crate::AppState;
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// A key's `last_used_at` is written at most this often.
 pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
-/// Lookups kept at most (unknown keys included); the cache is emptied when full.
+/// Keys kept at most; past it, expired entries are dropped.
 const MAX_CACHED_KEYS: usize = 10_000;
 
 /// A key found (or not) by its secret's hash, and when.
@@ -46,11 +46,14 @@ impl KeyCache {
             Some(key) => key,
             None => {
                 let key = client.keys().authenticate(secret).await?;
-                let mut lookups = self.lookups.lock().expect("key cache");
-                if lookups.len() >= MAX_CACHED_KEYS {
-                    lookups.clear();
+                // Only keys that exist are cached: random strings cannot evict them.
+                if key.is_some() {
+                    let mut lookups = self.lookups.lock().expect("key cache");
+                    if lookups.len() >= MAX_CACHED_KEYS {
+                        lookups.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
+                    }
+                    lookups.insert(hash, (key.clone(), Instant::now()));
                 }
-                lookups.insert(hash, (key.clone(), Instant::now()));
                 key
             }
         };
@@ -130,8 +133,9 @@ impl<A: RequiredAccess> FromRequestParts<AppState> for Caller<A> {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
                 ApiError::new(

@@ -16,16 +16,29 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum DurationValue {
-    /// Milliseconds.
-    Millis(u64),
+    /// Milliseconds (a whole number, 0 or more).
+    Millis(f64),
     /// A duration string.
     Text(String),
 }
 
 impl DurationValue {
     fn parse(&self, option: &str) -> Result<Duration, ClientError> {
+        let duration = self.parse_unbounded(option)?;
+        kiln_core::check_option_duration(option, duration).map_err(ClientError::Invalid)?;
+        Ok(duration)
+    }
+
+    fn parse_unbounded(&self, option: &str) -> Result<Duration, ClientError> {
         match self {
-            Self::Millis(ms) => Ok(Duration::from_millis(*ms)),
+            Self::Millis(ms) if ms.is_finite() && *ms >= 0.0 && ms.fract() == 0.0 => {
+                Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| {
+                    ClientError::Invalid(format!("option {option}: {ms} ms is too long"))
+                })
+            }
+            Self::Millis(ms) => Err(ClientError::Invalid(format!(
+                "option {option}: {ms} is not a whole number of milliseconds, 0 or more"
+            ))),
             Self::Text(text) => kiln_core::parse_duration(text).map_err(|e| {
                 ClientError::Invalid(format!(
                     "option {option}: {text:?} is not a duration ({e}); write e.g. \"30s\", \"5m\" \
@@ -397,7 +410,7 @@ pub struct QueueList {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitRequest {
-    /// Runs at once (per concurrency key); 0 stops new runs like a pause.
+    /// Runs at once (per concurrency key), at least 1 (to stop new runs, pause the queue).
     pub limit: i32,
 }
 
@@ -477,8 +490,8 @@ pub struct ScheduleBody {
     pub timezone: String,
     /// The caller's id for it (e.g. a workspace id), passed to each run.
     pub external_id: Option<String>,
-    /// Its dedup key.
-    pub dedup_key: Option<String>,
+    /// Its deduplication key (create with the same key updates this schedule).
+    pub deduplication_key: Option<String>,
     /// Declared by the task's code: listed, not editable.
     pub declarative: bool,
     /// Inactive schedules do not fire.
@@ -499,7 +512,7 @@ impl From<&Schedule> for ScheduleBody {
             cron: s.cron.clone(),
             timezone: s.timezone.clone(),
             external_id: s.external_id.clone(),
-            dedup_key: s.dedup_key.clone(),
+            deduplication_key: s.dedup_key.clone(),
             declarative: s.declarative,
             active: s.active,
             next_run_at: s.next_run_at,
@@ -575,6 +588,13 @@ impl From<&ApiKey> for KeyBody {
             revoked_at: k.revoked_at,
         }
     }
+}
+
+/// Every API key, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    /// The keys (never their secrets).
+    pub data: Vec<KeyBody>,
 }
 
 /// One recorded operator action.

@@ -66,20 +66,18 @@ impl From<ClientError> for ApiError {
     fn from(error: ClientError) -> Self {
         let code = error.code();
         let message = match &error {
-            // The driver's text may quote the statement: say only what Kiln was doing.
-            ClientError::Store(store) => {
+            // The database's own text may quote statements or rows: it goes to the server's
+            // log, and the caller learns only what failed.
+            ClientError::Store(_) | ClientError::Connect(_) => {
                 tracing::error!(error = %error, "request failed in the database");
                 match code {
                     ErrorCode::Unavailable => {
                         "the database cannot be reached; try again shortly".to_owned()
                     }
-                    _ => format!(
-                        "the database refused the request: {}",
-                        store.database_message()
-                    ),
+                    _ => "the database refused the request; the server's log has the details"
+                        .to_owned(),
                 }
             }
-            ClientError::Connect(_) => "the database cannot be reached; try again shortly".into(),
             _ => error.to_string(),
         };
         Self { code, message }
@@ -111,33 +109,73 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(e)
-                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    ApiError::new(
-                        ErrorCode::PayloadTooLarge,
-                        "the request body is larger than this server accepts (see the server's \
-                         --max-body setting)",
-                    )
-                }
-                other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
-            })?;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let message = if path == "." || path.is_empty() {
-                format!("the request body is not valid: {inner}")
-            } else {
-                format!("the request body is not valid at {path}: {inner}")
-            };
-            ApiError::new(ErrorCode::InvalidRequest, message)
-        })?;
-        Ok(Self(value))
+        let bytes = read_body(req, state).await?;
+        Ok(Self(parse_body(&bytes)?))
     }
+}
+
+/// A JSON request body that may be left out (an empty body reads as `T::default()`).
+#[derive(Debug)]
+pub(crate) struct ApiJsonOrDefault<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for ApiJsonOrDefault<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        Ok(Self(parse_body(&bytes)?))
+    }
+}
+
+/// The body's bytes; over the route's limit, a 413 in the API's error shape.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(e)
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is larger than this server accepts (see the server's \
+                     --max-body setting)",
+                )
+            }
+            other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
+        })
+}
+
+/// Parses JSON, naming the path of a field that does not fit.
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if path == "." || path.is_empty() {
+            format!("the request body is not valid: {inner}")
+        } else {
+            format!("the request body is not valid at {path}: {inner}")
+        };
+        ApiError::new(ErrorCode::InvalidRequest, message)
+    })
+}
+
+/// Refuses a URL holding `\u0000` (Postgres cannot store it), before it reaches the database.
+fn refuse_nul(parts: &axum::http::request::Parts) -> Result<(), ApiError> {
+    if parts.uri.to_string().contains("%00") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidOption,
+            "the URL holds the character \\u0000, which Kiln cannot store: remove it",
+        ));
+    }
+    Ok(())
 }
 
 /// A path parameter; one that does not parse (a run id that is not a UUID) is a 400.
@@ -155,6 +193,7 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, ApiError> {
+        refuse_nul(parts)?;
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Self(p.0))
@@ -177,6 +216,7 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, ApiError> {
+        refuse_nul(parts)?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::{Admin, Caller, ReadAll, ReadRuns, TriggerRuns};
 use crate::dto::*;
-use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiJsonOrDefault, ApiPath, ApiQuery, ErrorBody};
 use crate::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -158,6 +158,7 @@ pub(crate) async fn list_runs(
         ));
     }
     let mut statuses = Vec::new();
+    let mut retrying = false;
     for name in query
         .status
         .iter()
@@ -166,7 +167,7 @@ pub(crate) async fn list_runs(
         .filter(|s| !s.is_empty())
     {
         if name == "retrying" {
-            statuses.push(RunStatus::Queued);
+            retrying = true;
             continue;
         }
         statuses.push(name.parse().map_err(|_| {
@@ -182,6 +183,7 @@ pub(crate) async fn list_runs(
     let filter = RunFilter {
         task_ids: query.task.into_iter().collect(),
         statuses,
+        retrying,
         queue: query.queue,
         tags: query.tag.into_iter().collect(),
         concurrency_key: query.concurrency_key,
@@ -385,23 +387,8 @@ pub(crate) async fn cancel_run(
 pub(crate) async fn replay_run(
     caller: Caller<Admin>,
     ApiPath(id): ApiPath<Uuid>,
-    body: axum::body::Bytes,
+    ApiJsonOrDefault(request): ApiJsonOrDefault<ReplayRequest>,
 ) -> ApiResult<(StatusCode, Json<TriggerResponse>)> {
-    let request: ReplayRequest = if body.is_empty() {
-        ReplayRequest::default()
-    } else {
-        let mut deserializer = serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "the request body is not valid at {}: {}",
-                    e.path(),
-                    e.inner()
-                ),
-            )
-        })?
-    };
     let handle = caller.client.runs().replay(id, request.payload).await?;
     Ok((StatusCode::CREATED, Json(handle.into())))
 }
@@ -435,9 +422,12 @@ pub(crate) async fn reschedule_run(
             .into_options()?
             .delay;
             match delay {
-                Some(kiln_core::Delay::For(d)) => {
-                    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-                }
+                Some(kiln_core::Delay::For(d)) => chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| Utc::now().checked_add_signed(d))
+                    .ok_or_else(|| {
+                        ApiError::new(ErrorCode::InvalidOption, "delay: too far in the future")
+                    })?,
                 Some(kiln_core::Delay::Until(at)) => at,
                 None => Utc::now(),
             }
@@ -843,15 +833,17 @@ pub(crate) async fn list_audit(
 #[utoipa::path(
     get, path = "/api/v1/keys", tag = "keys",
     responses(
-        (status = 200, description = "Every API key (never a secret)", body = Vec<KeyBody>),
+        (status = 200, description = "Every API key (never a secret)", body = KeyList),
         (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
         (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn list_keys(caller: Caller<Admin>) -> ApiResult<Json<Vec<KeyBody>>> {
+pub(crate) async fn list_keys(caller: Caller<ReadAll>) -> ApiResult<Json<KeyList>> {
     let keys = caller.client.keys().list().await?;
-    Ok(Json(keys.iter().map(KeyBody::from).collect()))
+    Ok(Json(KeyList {
+        data: keys.iter().map(KeyBody::from).collect(),
+    }))
 }
 
 #[utoipa::path(

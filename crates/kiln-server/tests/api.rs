@@ -761,10 +761,10 @@ async fn the_openapi_document_is_3_1_and_lists_every_route_with_bearer_auth() {
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
-    assert!(
-        !doc.to_string().contains("kiln_sk_0"),
-        "no key in the document"
-    );
+    let text = doc.to_string();
+    for secret in [&api.admin, &api.trigger, &api.read] {
+        assert!(!text.contains(secret.as_str()), "no key in the document");
+    }
     let (status, body) = api
         .send(Method::GET, "/api/v1/nothing-here", Some(&api.read), None)
         .await;
@@ -921,9 +921,24 @@ async fn every_documented_route_refuses_a_missing_key_and_a_key_of_too_narrow_a_
             let trigger_may = template.starts_with("/api/v1/tasks/")
                 || (template.starts_with("/api/v1/runs") && method == Method::GET);
             let (status, answer) = api
-                .call(method.clone(), &uri, Some(&api.trigger), body)
+                .call(method.clone(), &uri, Some(&api.trigger), body.clone())
                 .await;
             if trigger_may {
+                assert_ne!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {template}: {answer}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {template}: {answer}"
+                );
+            }
+            // Read keys read everything and change nothing.
+            let (status, answer) = api.call(method.clone(), &uri, Some(&api.read), body).await;
+            if method == Method::GET {
                 assert_ne!(
                     status,
                     StatusCode::FORBIDDEN,
@@ -992,4 +1007,163 @@ async fn a_runs_log_is_read_in_pages_and_its_worker_is_listed() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_at_its_limit_arrives_with_the_default_body_limit() {
+    let api = Api::new().await;
+    let filler = kiln_core::MAX_PAYLOAD_BYTES - r#"{"ws_id":""}"#.len();
+    let payload = json!({"ws_id": "x".repeat(filler)});
+    assert_eq!(payload.to_string().len(), kiln_core::MAX_PAYLOAD_BYTES);
+    let (status, body) = api
+        .post(
+            "/api/v1/tasks/echo/trigger",
+            &api.trigger,
+            json!({"payload": payload}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_runs_are_listed_apart_from_queued_ones() {
+    use kiln_store::lease::{lease_claim, lease_complete_many, AttemptEnd};
+    let api = Api::new().await;
+    let (_, first) = api
+        .post(
+            "/api/v1/tasks/echo/trigger",
+            &api.trigger,
+            json!({"payload": {"ws_id": "a"}}),
+        )
+        .await;
+    let claim = lease_claim(
+        &api.db.pool,
+        "w",
+        &["echo".to_owned()],
+        1,
+        Duration::from_secs(30),
+        None,
+    )
+    .await
+    .unwrap();
+    lease_complete_many(
+        &api.db.pool,
+        &[AttemptEnd {
+            run_id: claim.runs[0].run_id,
+            attempt: 1,
+            outcome: kiln_core::AttemptOutcome::Failed,
+            retry_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            final_status: kiln_core::RunStatus::Failed,
+            output: None,
+            error: None,
+            released: false,
+        }],
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    api.post(
+        "/api/v1/tasks/echo/trigger",
+        &api.trigger,
+        json!({"payload": {"ws_id": "b"}}),
+    )
+    .await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, retrying) = api.get("/api/v1/runs?status=retrying", &api.read).await;
+    assert_eq!(ids(&retrying), [first["id"].as_str().unwrap()]);
+    assert_eq!(retrying["data"][0]["isRetrying"], true);
+    let (_, queued) = api.get("/api/v1/runs?status=queued", &api.read).await;
+    assert_eq!(
+        ids(&queued).len(),
+        2,
+        "queued includes runs waiting for a retry"
+    );
+    let (_, both) = api
+        .get("/api/v1/runs?status=retrying,completed", &api.read)
+        .await;
+    assert_eq!(ids(&both), [first["id"].as_str().unwrap()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_failure_answers_500_without_the_databases_text() {
+    let api = Api::new().await;
+    sqlx::query("DROP TABLE kiln.audit_log")
+        .execute(&api.db.pool)
+        .await
+        .unwrap();
+    let (status, body) = api.get("/api/v1/audit", &api.read).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(code(&body), "internal");
+    let text = message(&body).to_lowercase();
+    for leak in ["relation", "audit_log", "select", "kiln."] {
+        assert!(!text.contains(leak), "the error names {leak:?}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_values_are_422_not_500() {
+    let api = Api::new().await;
+    let url = "/api/v1/tasks/echo/trigger";
+    for options in [
+        json!({"maxAttempts": 4_000_000_000u64}),
+        json!({"delay": -5000}),
+        json!({"delay": 1.5}),
+        json!({"ttl": "100000d"}),
+        json!({"priority": 18_446_744_073_709_551_615u64}),
+    ] {
+        let (status, body) = api
+            .post(
+                url,
+                &api.trigger,
+                json!({"payload": {"ws_id": "w"}, "options": options}),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{options} -> {body}"
+        );
+    }
+    let (_, created) = api
+        .post(
+            url,
+            &api.trigger,
+            json!({"payload": {"ws_id": "w"}, "options": {"delay": "1h"}}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/runs/{id}/reschedule"),
+            &api.admin,
+            json!({"delay": "100000000d"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api
+        .post(
+            "/api/v1/queues/echo/concurrency/override",
+            &api.admin,
+            json!({"limit": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api.get("/api/v1/runs?tag=a%00b", &api.read).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api
+        .post(
+            "/api/v1/schedules",
+            &api.admin,
+            json!({"task": "echo", "cron": "0 * * * *", "externalId": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }

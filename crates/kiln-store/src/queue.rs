@@ -94,9 +94,9 @@ pub async fn queue_set_paused(pool: &Pool, name: &str, paused: bool) -> Result<(
 /// Sets (or with `None`, clears) the operator's limit override of a queue.
 pub async fn queue_set_limit_override(pool: &Pool, name: &str, limit: Option<i32>) -> Result<()> {
     if let Some(l) = limit {
-        if l < 0 {
+        if l < 1 {
             return Err(StoreError::Invalid(format!(
-                "a queue limit must be 0 or more, got {l} (0 stops new runs like a pause)"
+                "a queue limit must be at least 1, got {l}; to stop new runs, pause the queue"
             )));
         }
     }

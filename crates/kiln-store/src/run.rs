@@ -229,11 +229,15 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
             .push_bind(filter.task_ids.clone())
             .push(")");
     }
-    if !filter.statuses.is_empty() {
+    if !filter.statuses.is_empty() || filter.retrying {
         let names: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-        q.push(" AND status::text = ANY(")
+        q.push(" AND (status::text = ANY(")
             .push_bind(names)
             .push(")");
+        if filter.retrying {
+            q.push(" OR (status = 'queued' AND attempts > 0)");
+        }
+        q.push(")");
     }
     if let Some(queue) = &filter.queue {
         q.push(" AND queue = ").push_bind(queue.clone());
