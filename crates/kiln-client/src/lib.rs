@@ -20,6 +20,7 @@ mod audit;
 pub mod backoff;
 mod error;
 mod keys;
+pub mod metrics;
 mod queues;
 mod runs;
 mod schedules;
@@ -297,6 +298,7 @@ impl Client {
         }
         let allow = specs.iter().any(|s| s.options.allow_unregistered);
         let runs = run_insert_many(&self.pool, task_id, None, &specs, allow).await?;
+        metrics::count_triggered(task_id, runs.iter().filter(|r| !r.is_cached).count());
         Ok(runs.into_iter().map(RunHandle::from).collect())
     }
 
@@ -356,6 +358,7 @@ async fn insert_typed<'e, T: Task>(
 ) -> Result<Vec<RunHandle>, ClientError> {
     let allow = specs.iter().any(|s| s.options.allow_unregistered);
     let runs = run_insert_many(executor, T::ID, Some(&T::DEFINITION), &specs, allow).await?;
+    metrics::count_triggered(T::ID, runs.iter().filter(|r| !r.is_cached).count());
     Ok(runs.into_iter().map(RunHandle::from).collect())
 }
 

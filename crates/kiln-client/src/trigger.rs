@@ -107,7 +107,11 @@ impl<'a> Trigger<'a> {
                 run_insert_many(conn, &task_id, self.definition, &specs, allow).await?
             }
         };
-        Ok(runs.remove(0).into())
+        let handle: RunHandle = runs.remove(0).into();
+        if !handle.is_cached {
+            crate::metrics::count_triggered(&task_id, 1);
+        }
+        Ok(handle)
     }
 }
 

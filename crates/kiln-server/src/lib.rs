@@ -16,6 +16,7 @@
 mod auth;
 mod dto;
 mod error;
+mod metrics_page;
 mod routes;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use utoipa::OpenApi;
 pub use auth::{KEY_CACHE_TTL, LAST_USED_EVERY};
 pub use dto::*;
 pub use error::{status_of, ApiError, ErrorBody, ErrorDetail};
+pub use metrics_page::{prometheus_handle, GAUGES_CACHE_TTL};
 pub use routes::{DEFAULT_API_PAGE, DEFAULT_LOG_PAGE, DEFAULT_WAIT, MAX_API_PAGE, MAX_WAIT};
 
 /// Where `kiln serve` listens by default.
@@ -64,6 +66,7 @@ pub struct AppState {
     client: Client,
     waiter: RunWaiter,
     keys: Arc<auth::KeyCache>,
+    gauges: Arc<metrics_page::GaugeCache>,
     config: Arc<ServerConfig>,
 }
 
@@ -71,7 +74,10 @@ impl AppState {
     /// State over `client` (its actions are recorded as done by each request's key). Starts the
     /// listener that wakes `GET /runs/{id}/wait` (needs a tokio runtime).
     pub fn new(client: Client, config: ServerConfig) -> Self {
+        // Counters and histograms recorded from now on show on /metrics.
+        prometheus_handle();
         Self {
+            gauges: Arc::default(),
             waiter: RunWaiter::start(client.clone()),
             client,
             keys: Arc::default(),
@@ -237,6 +243,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(metrics_page::metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

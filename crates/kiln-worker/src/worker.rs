@@ -363,8 +363,13 @@ impl Worker {
                 None,
             )
             .await;
+            metrics::histogram!(kiln_client::metrics::CLAIM_DURATION)
+                .record(claim_sent.elapsed().as_secs_f64());
             match claim {
                 Ok(claim) => {
+                    metrics::counter!(kiln_client::metrics::CLAIMS).increment(1);
+                    metrics::counter!(kiln_client::metrics::CLAIMED_RUNS)
+                        .increment(claim.runs.len() as u64);
                     error_backoff.reset();
                     more_waiting = claim.runs.len() == free;
                     for run in claim.runs {
@@ -399,9 +404,11 @@ impl Worker {
                             config.log_max_lines,
                             config.log_max_bytes,
                         );
+                        let labels = AttemptLabels::of(&run);
                         bodies.spawn(
                             async move {
                                 tracing::debug!("attempt started");
+                                let started = tokio::time::Instant::now();
                                 let end = execute(
                                     &registry,
                                     run,
@@ -413,6 +420,7 @@ impl Worker {
                                 )
                                 .await;
                                 flight.mark_finished();
+                                labels.record(&end, started.elapsed());
                                 tracing::debug!(outcome = end.outcome.as_str(), retry = end.retry_at.is_some(), "attempt ended");
                                 if let Some(error) = &end.error {
                                     tracing::warn!(kind = ?error.kind, error = %error.message, retry = end.retry_at.is_some(), "attempt failed");
@@ -484,6 +492,40 @@ impl Worker {
         }
         tracing::info!("worker stopped");
         Ok(())
+    }
+}
+
+/// The metric labels of one attempt (bounded: task, queue, outcome).
+struct AttemptLabels {
+    task: String,
+    queue: String,
+}
+
+impl AttemptLabels {
+    /// Records the run's wait before this attempt.
+    fn of(run: &ClaimedRun) -> Self {
+        let waited = (chrono::Utc::now() - run.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!(kiln_client::metrics::QUEUE_WAIT, "queue" => run.queue.clone())
+            .record(waited.as_secs_f64());
+        Self {
+            task: run.task_id.clone(),
+            queue: run.queue.clone(),
+        }
+    }
+
+    /// Records how the attempt ended and how long its body ran.
+    fn record(self, end: &AttemptEnd, ran: Duration) {
+        let outcome = match (end.outcome, end.retry_at.is_some()) {
+            (kiln_core::AttemptOutcome::Failed, true) => "retried",
+            (outcome, _) => outcome.as_str(),
+        };
+        metrics::histogram!(kiln_client::metrics::RUN_DURATION, "task" => self.task.clone())
+            .record(ran.as_secs_f64());
+        metrics::counter!(kiln_client::metrics::ATTEMPTS_FINISHED,
+                          "task" => self.task, "queue" => self.queue, "outcome" => outcome)
+        .increment(1);
     }
 }
 
