@@ -118,7 +118,13 @@ impl WorkerProcess {
     /// Spawns the real worker binary `exe` (tests pass `env!("CARGO_BIN_EXE_kiln-test-worker")`)
     /// against `db`.
     pub fn spawn(&self, exe: &str, db: &TestDb) -> Child {
+        self.spawn_with_env(exe, db, &[])
+    }
+
+    /// [`WorkerProcess::spawn`] with extra environment variables.
+    pub fn spawn_with_env(&self, exe: &str, db: &TestDb, env: &[(&str, &str)]) -> Child {
         let mut command = Command::new(exe);
+        command.envs(env.iter().copied());
         if let Some(only) = &self.only_tasks {
             command.env("KILN_ONLY_TASKS", only);
         }

@@ -110,3 +110,72 @@ async fn the_registry_lists_live_workers_and_shows_killed_and_stopped_ones() {
     assert!(workers[2].wait().await.unwrap().success());
     let _ = db;
 }
+
+/// Reads `http://addr/metrics` with a plain HTTP/1.0 request; `None` until it answers.
+async fn fetch_metrics(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.lines()
+        .next()?
+        .contains(" 200 ")
+        .then(|| body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_serves_its_metrics_on_the_address_it_is_given() {
+    let (db, client) = registered().await;
+    // A free port: bound, read and released for the worker to take.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut worker = WorkerProcess::new("metered", 4)
+        .only(&["echo"])
+        .spawn_with_env(
+            WORKER_EXE,
+            &db,
+            &[("KILN_METRICS_LISTEN", &addr.to_string())],
+        );
+    for i in 0..4 {
+        let id = client
+            .trigger::<Echo>(WorkspacePayload {
+                ws_id: format!("ws_{i}"),
+            })
+            .await
+            .unwrap()
+            .id;
+        kiln_tests::wait_for_status(&client, id, kiln::RunStatus::Completed).await;
+    }
+    wait_until(
+        "the worker's metrics count 4 completed attempts",
+        Duration::from_secs(20),
+        || async {
+            let Some(text) = fetch_metrics(addr).await else {
+                return false;
+            };
+            let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+                .expect("Prometheus text");
+            let completed: f64 = scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == "kiln_attempts_finished_total")
+                .filter(|s| s.labels.get("outcome") == Some("completed"))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                    _ => 0.0,
+                })
+                .sum();
+            completed == 4.0
+        },
+    )
+    .await;
+    send_sigterm(&worker).await;
+    assert!(worker.wait().await.unwrap().success());
+}

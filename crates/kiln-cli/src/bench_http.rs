@@ -86,7 +86,7 @@ pub(crate) async fn http(args: HttpArgs) -> CliResult {
     let connect = || async {
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(args.pool)
-            .connect(&url)
+            .connect_with(kiln_client::connect_options(&url)?)
             .await
             .map_err(|e| Failure::new(crate::ops::redact_error(e.to_string(), &url)))
     };

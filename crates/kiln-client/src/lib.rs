@@ -174,7 +174,7 @@ impl Client {
     pub async fn connect(database_url: &str) -> Result<Self, ClientError> {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(DEFAULT_CLIENT_CONNECTIONS)
-            .connect(database_url)
+            .connect_with(connect_options(database_url)?)
             .await
             .map_err(ClientError::connect)?;
         Ok(Self::new(pool))
@@ -336,6 +336,23 @@ impl Client {
     pub fn audit(&self) -> Audit<'_> {
         Audit::new(self.ops())
     }
+}
+
+/// Statements slower than this are logged, at debug level and only by their summary.
+pub const SLOW_STATEMENT_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The options Kiln's own pools connect with: `database_url`, with statement logging kept
+/// quiet (every statement at trace, slow ones at debug, never a warning with the SQL text
+/// printed into the user's output).
+pub fn connect_options(
+    database_url: &str,
+) -> Result<sqlx::postgres::PgConnectOptions, ClientError> {
+    use sqlx::ConnectOptions;
+    let options: sqlx::postgres::PgConnectOptions =
+        database_url.parse().map_err(ClientError::connect)?;
+    Ok(options
+        .log_statements(log::LevelFilter::Trace)
+        .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT_THRESHOLD))
 }
 
 /// Connections a client opens by default with [`Client::connect`].

@@ -46,6 +46,7 @@ pub struct WorkerBuilder {
     errors: Vec<String>,
     worker_id: Option<String>,
     config: WorkerConfig,
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerBuilder {
@@ -72,6 +73,15 @@ impl WorkerBuilder {
     /// Runs this process executes at once (its own limit, beside the global queue limits).
     pub fn concurrency(mut self, runs: usize) -> Self {
         self.config.concurrency = runs;
+        self
+    }
+
+    /// Serves this process's metrics (Prometheus text: attempts, durations, claims) on `addr`,
+    /// e.g. `0.0.0.0:9464`. Installs the process's global `metrics` recorder: building fails if
+    /// another one is installed already. The gauges read from Postgres are on `kiln serve`'s
+    /// `/metrics`.
+    pub fn metrics_listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_listen = Some(addr);
         self
     }
 
@@ -105,6 +115,13 @@ impl WorkerBuilder {
             ));
         }
         self.config.validate().map_err(WorkerError::Config)?;
+        if let Some(addr) = self.metrics_listen {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(kiln_client::metrics::DURATION_BUCKETS)
+                .and_then(|b| b.with_http_listener(addr).install())
+                .map_err(|e| WorkerError::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+            tracing::info!(%addr, "serving metrics");
+        }
         // Declarative schedules: every pattern and timezone must parse before anything starts.
         let mut crons = Vec::new();
         for definition in self.registry.definitions() {
@@ -121,7 +138,9 @@ impl WorkerBuilder {
             (Some(pool), _) => pool,
             (None, Some(url)) => PgPoolOptions::new()
                 .max_connections(self.config.max_connections)
-                .connect(&url)
+                .connect_with(kiln_client::connect_options(&url).map_err(|e| {
+                    WorkerError::Config(format!("DATABASE_URL does not parse: {e}"))
+                })?)
                 .await
                 .map_err(WorkerError::Connect)?,
             (None, None) => {

@@ -1,7 +1,8 @@
 //! The worker process Kiln's multi-process tests spawn: every test task, settings from the
 //! environment (DATABASE_URL, KILN_WORKER_ID, KILN_CONCURRENCY, KILN_LEASE_MS, KILN_HEARTBEAT_MS,
 //! KILN_SHUTDOWN_GRACE_MS, KILN_ONLY_TASKS: comma-separated task ids to register,
-//! KILN_NO_MAINTENANCE: set to run no rescuer or other maintenance). Runs until
+//! KILN_NO_MAINTENANCE: set to run no rescuer or other maintenance, KILN_METRICS_LISTEN: an
+//! address to serve metrics on). Runs until
 //! SIGTERM.
 //!
 //! With KILN_SIM_SCHEDULER=<name> it instead runs only the scheduler, on the simulated clock the
@@ -66,6 +67,12 @@ async fn main() {
         c.poll_interval = Duration::from_millis(200);
         c.run_maintenance = std::env::var("KILN_NO_MAINTENANCE").is_err();
     });
+    let builder = match std::env::var("KILN_METRICS_LISTEN") {
+        Ok(addr) => {
+            builder.metrics_listen(addr.parse().expect("KILN_METRICS_LISTEN is an address"))
+        }
+        Err(_) => builder,
+    };
     if let Err(error) = builder.run().await {
         eprintln!("kiln-test-worker: {error}");
         std::process::exit(1);
