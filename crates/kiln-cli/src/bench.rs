@@ -78,6 +78,10 @@ pub(crate) struct ThroughputArgs {
     /// Runs the worker executes at once (each claim takes up to this many).
     #[arg(long, default_value_t = 500)]
     concurrency: usize,
+    /// Log lines each body writes with `ctx.log()` (and one `tracing::info!`, kept when the
+    /// log layer is installed, unless KILN_NO_LOG_CAPTURE is set).
+    #[arg(long, default_value_t = 0)]
+    log_lines: u32,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -98,6 +102,7 @@ pub(crate) struct LatencyArgs {
 static EXECUTED: AtomicU64 = AtomicU64::new(0);
 static ALL_EXECUTED: Notify = Notify::const_new();
 static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
+static LOG_LINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 static LATENCIES: Mutex<Option<mpsc::UnboundedSender<f64>>> = Mutex::new(None);
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,7 +114,14 @@ task! {
     /// Does nothing: measures Kiln's own cost per run.
     pub(crate) BenchNoop {
         id: "kiln-bench-noop",
-        run: async |_ctx: Context, _payload: NoopPayload| -> Result<()> {
+        run: async |ctx: Context, payload: NoopPayload| -> Result<()> {
+            let lines = LOG_LINES.load(Ordering::Relaxed);
+            for i in 0..lines {
+                ctx.log().info_with("step", serde_json::json!({ "i": i, "run": payload.i }));
+            }
+            if lines > 0 {
+                tracing::info!(run = payload.i, "done");
+            }
             if EXECUTED.fetch_add(1, Ordering::AcqRel) + 1 == TARGET.load(Ordering::Acquire) {
                 ALL_EXECUTED.notify_one();
             }
@@ -193,6 +205,7 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
         .map_err(Failure::new)?;
     EXECUTED.store(0, Ordering::Release);
     TARGET.store(u64::from(args.runs), Ordering::Release);
+    LOG_LINES.store(args.log_lines, Ordering::Release);
     let deadlocks_before = stats_deadlocks(&pool).await.map_err(Failure::new)?;
 
     let specs: Vec<RunSpec> = (0..u64::from(args.runs))
@@ -250,12 +263,16 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
     if args.json {
         table::json(&serde_json::json!({
             "runs": args.runs, "concurrency": args.concurrency, "deadlocks": deadlocks,
+            "log_lines": args.log_lines,
             "insert_ms": insert.as_millis(), "insert_runs_per_s": rate(insert).round(),
             "execute_ms": execute.as_millis(), "execute_runs_per_s": rate(execute).round(),
             "bodies_ms": bodies.as_millis(), "bodies_runs_per_s": rate(bodies).round(),
         }));
     } else {
-        println!("kiln runs={} concurrency={}", args.runs, args.concurrency);
+        println!(
+            "kiln runs={} concurrency={} log_lines={}",
+            args.runs, args.concurrency, args.log_lines
+        );
         println!("insert: {:.0} runs/s", rate(insert));
         println!(
             "execute: {:.0} runs/s (all {} completions recorded; bodies done at {:.0} runs/s)",

@@ -133,7 +133,12 @@ fn init_tracing(default: &str) {
                 .with_target(false)
                 .with_filter(filter),
         )
-        .with(kiln::log_layer())
+        .with(
+            // KILN_NO_LOG_CAPTURE leaves the layer out (to measure what capture costs).
+            std::env::var_os("KILN_NO_LOG_CAPTURE")
+                .is_none()
+                .then(kiln::log_layer),
+        )
         .try_init();
 }
 

@@ -98,6 +98,23 @@ impl Visit for Fields {
 }
 
 impl<S: Subscriber> Layer<S> for RunLogLayer {
+    // Events below the layer's level stay disabled at their callsites, so installing the layer
+    // costs nothing for them (the worker's own debug events among them).
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if *metadata.level() <= self.min_level && !metadata.target().starts_with("sqlx") {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        *metadata.level() <= self.min_level && !metadata.target().starts_with("sqlx")
+    }
+
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let metadata = event.metadata();
         if *metadata.level() > self.min_level || metadata.target().starts_with("sqlx") {

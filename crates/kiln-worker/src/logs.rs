@@ -6,6 +6,7 @@
 //!
 //! [`WorkerConfig::log_flush_interval`]: crate::WorkerConfig::log_flush_interval
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,14 +24,17 @@ use uuid::Uuid;
 const MAX_BUFFERED_LINES: usize = 100_000;
 /// A flush is started early once this many lines wait.
 const FLUSH_EARLY_AT: usize = 1_000;
+/// Lines stored per statement at most (a flush of more runs several statements).
+const LINES_PER_STATEMENT: usize = 5_000;
 
 /// The process's buffer of lines not yet stored.
 pub(crate) struct LogBuffer {
     pool: Pool,
-    lines: Mutex<Vec<NewLogLine>>,
+    lines: Mutex<VecDeque<NewLogLine>>,
     /// Serializes flushes, so lines are stored in the order they were written.
     flushing: tokio::sync::Mutex<()>,
     full: Notify,
+    warned_full: AtomicBool,
 }
 
 impl std::fmt::Debug for LogBuffer {
@@ -43,38 +47,56 @@ impl LogBuffer {
     pub(crate) fn new(pool: Pool) -> Arc<Self> {
         Arc::new(Self {
             pool,
-            lines: Mutex::new(Vec::new()),
+            lines: Mutex::new(VecDeque::new()),
             flushing: tokio::sync::Mutex::new(()),
             full: Notify::new(),
+            warned_full: AtomicBool::new(false),
         })
     }
 
     fn push(&self, line: NewLogLine) {
-        let mut lines = self.lines.lock().expect("log buffer");
-        if lines.len() >= MAX_BUFFERED_LINES {
-            lines.remove(0);
+        let dropped = {
+            let mut lines = self.lines.lock().expect("log buffer");
+            let dropped = lines.len() >= MAX_BUFFERED_LINES;
+            if dropped {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+            if lines.len() == FLUSH_EARLY_AT {
+                self.full.notify_one();
+            }
+            dropped
+        };
+        // Warned once, and outside the lock: inside a body, the log layer would route this very
+        // event back into the buffer.
+        if dropped && !self.warned_full.swap(true, Ordering::AcqRel) {
             tracing::warn!(
-                "run log buffer full (the database is unreachable?); dropping the oldest line"
+                "run log buffer full (the database is slow or unreachable); dropping the oldest lines"
             );
-        }
-        lines.push(line);
-        if lines.len() == FLUSH_EARLY_AT {
-            self.full.notify_one();
         }
     }
 
-    /// Stores every buffered line. On failure the lines go back to the buffer, for the next flush.
+    /// Stores every buffered line, in statements of at most [`LINES_PER_STATEMENT`] lines. On
+    /// failure the unstored lines go back to the front of the buffer, for the next flush.
     pub(crate) async fn flush(&self) {
         let _turn = self.flushing.lock().await;
-        let lines = std::mem::take(&mut *self.lines.lock().expect("log buffer"));
-        if lines.is_empty() {
-            return;
-        }
-        if let Err(error) = run_log_insert_many(&self.pool, &lines).await {
-            tracing::warn!(%error, lines = lines.len(), "storing run log lines failed; will retry");
-            let mut buffered = self.lines.lock().expect("log buffer");
-            let newer = std::mem::replace(&mut *buffered, lines);
-            buffered.extend(newer);
+        loop {
+            let batch: Vec<NewLogLine> = {
+                let mut lines = self.lines.lock().expect("log buffer");
+                let n = lines.len().min(LINES_PER_STATEMENT);
+                lines.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            if let Err(error) = run_log_insert_many(&self.pool, &batch).await {
+                tracing::warn!(%error, lines = batch.len(), "storing run log lines failed; will retry");
+                let mut lines = self.lines.lock().expect("log buffer");
+                for line in batch.into_iter().rev() {
+                    lines.push_front(line);
+                }
+                return;
+            }
         }
     }
 
