@@ -114,7 +114,8 @@ where
     }
 }
 
-/// A JSON request body that may be left out (an empty body reads as `T::default()`).
+/// A JSON request body that may be left out (an empty body, or `null`, reads as
+/// `T::default()`).
 #[derive(Debug)]
 pub(crate) struct ApiJsonOrDefault<T>(pub(crate) T);
 
@@ -127,7 +128,8 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = read_body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let text = String::from_utf8_lossy(&bytes);
+        if text.trim().is_empty() || text.trim() == "null" {
             return Ok(Self(T::default()));
         }
         Ok(Self(parse_body(&bytes)?))

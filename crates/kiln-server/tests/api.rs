@@ -1167,3 +1167,153 @@ async fn out_of_range_values_are_422_not_500() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_route_answers_its_documented_not_found_conflict_and_range_errors() {
+    let api = Api::new().await;
+    let missing = "0190a8a6-0000-7000-8000-000000000000";
+    let expect = |status: StatusCode, body: &Value, want: StatusCode, code_want: &str| {
+        assert_eq!(status, want, "{body}");
+        assert_eq!(code(body), code_want, "{body}");
+    };
+    let (s, b) = api
+        .post(
+            "/api/v1/tasks/no-such-task/batch",
+            &api.trigger,
+            json!({"items": [{"payload": {}}]}),
+        )
+        .await;
+    expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let (s, b) = api
+        .post(
+            "/api/v1/tasks/echo/batch",
+            &api.trigger,
+            json!({"things": []}),
+        )
+        .await;
+    expect(s, &b, StatusCode::BAD_REQUEST, "invalid_request");
+    for action in ["replay", "cancel"] {
+        let (s, b) = api
+            .post(
+                &format!("/api/v1/runs/{missing}/{action}"),
+                &api.admin,
+                Value::Null,
+            )
+            .await;
+        expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (s, b) = api
+        .post(
+            &format!("/api/v1/runs/{missing}/reschedule"),
+            &api.admin,
+            json!({"delay": "1m"}),
+        )
+        .await;
+    expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let (s, b) = api
+        .get(
+            &format!("/api/v1/runs/{missing}/wait?timeout=1s"),
+            &api.trigger,
+        )
+        .await;
+    expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let (s, b) = api
+        .post(
+            "/api/v1/schedules",
+            &api.admin,
+            json!({"task": "no-such-task", "cron": "0 * * * *"}),
+        )
+        .await;
+    expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let create = json!({"task": "echo", "cron": "0 * * * *", "deduplicationKey": "one"});
+    let (s, first) = api
+        .post("/api/v1/schedules", &api.admin, create.clone())
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, again) = api.post("/api/v1/schedules", &api.admin, create).await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "a dedup key in use updates its schedule"
+    );
+    assert_eq!(again["id"], first["id"]);
+    let (s, b) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/schedules/{missing}"),
+            Some(&api.admin),
+            None,
+        )
+        .await;
+    expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    for action in ["activate", "deactivate"] {
+        let (s, b) = api
+            .post(
+                &format!("/api/v1/schedules/{missing}/{action}"),
+                &api.admin,
+                Value::Null,
+            )
+            .await;
+        expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (s, b) = api
+        .post(
+            "/api/v1/queues/nope/concurrency/override",
+            &api.admin,
+            json!({"limit": 3}),
+        )
+        .await;
+    expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let (s, b) = api
+        .post(
+            "/api/v1/queues/nope/concurrency/reset",
+            &api.admin,
+            Value::Null,
+        )
+        .await;
+    expect(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let (s, b) = api.get("/api/v1/audit?limit=0", &api.read).await;
+    expect(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_option");
+    let (_, run) = api
+        .post(
+            "/api/v1/tasks/echo/trigger",
+            &api.trigger,
+            json!({"payload": {"ws_id": "w"}}),
+        )
+        .await;
+    let (s, b) = api
+        .get(
+            &format!(
+                "/api/v1/runs/{}/logs?limit=5000",
+                run["id"].as_str().unwrap()
+            ),
+            &api.read,
+        )
+        .await;
+    expect(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_option");
+    let (s, b) = api
+        .post(
+            &format!("/api/v1/runs/{}/replay", run["id"].as_str().unwrap()),
+            &api.admin,
+            json!({"payload": {"ws_id": 5}}),
+        )
+        .await;
+    expect(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload");
+    let (s, b) = api
+        .get(&format!("/api/v1/queues/echo?x=1"), &api.read)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "unknown query parameters of a plain GET are ignored: {b}"
+    );
+    assert_eq!(b["name"], "echo");
+    let (s, b) = api
+        .get(
+            &format!("/api/v1/schedules/{}", first["id"].as_str().unwrap()),
+            &api.read,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["deduplicationKey"], "one");
+}
