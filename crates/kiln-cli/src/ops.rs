@@ -220,11 +220,11 @@ fn run_row(run: &Run) -> Vec<String> {
         run.display_status().to_owned(),
         format!("{}/{}", run.attempts, run.max_attempts),
         run.queue.clone(),
-        run.concurrency_key.clone().unwrap_or_default(),
+        table::clean(run.concurrency_key.as_deref().unwrap_or_default()),
         short_time(Some(run.created_at)),
         run.error
             .as_ref()
-            .map(|e| e.message.chars().take(60).collect())
+            .map(|e| table::clean(&e.message.chars().take(60).collect::<String>()))
             .unwrap_or_default(),
     ]
 }
@@ -372,7 +372,7 @@ fn print_run(run: &Run) {
         run.queue,
         run.concurrency_key
             .as_ref()
-            .map(|k| format!(" (key {k})"))
+            .map(|k| format!(" (key {})", table::clean(k)))
             .unwrap_or_default()
     );
     println!("attempts   {}/{}", run.attempts, run.max_attempts);
@@ -380,7 +380,7 @@ fn print_run(run: &Run) {
     println!("started    {}", short_time(run.started_at));
     println!("finished   {}", short_time(run.finished_at));
     if !run.tags.is_empty() {
-        println!("tags       {}", run.tags.join(", "));
+        println!("tags       {}", table::clean(&run.tags.join(", ")));
     }
     for (label, id) in [
         ("parent", run.parent_run_id),
@@ -396,7 +396,11 @@ fn print_run(run: &Run) {
         println!("output     {}", pretty(output));
     }
     if let Some(error) = &run.error {
-        println!("error      [{:?}] {}", error.kind, error.message);
+        println!(
+            "error      [{:?}] {}",
+            error.kind,
+            table::clean(&error.message)
+        );
     }
     if !run.attempt_list.is_empty() {
         println!();
@@ -412,7 +416,7 @@ fn print_run(run: &Run) {
                     short_time(a.finished_at),
                     a.error
                         .as_ref()
-                        .map(|e| e.message.clone())
+                        .map(|e| table::clean(&e.message))
                         .unwrap_or_default(),
                 ]
             })

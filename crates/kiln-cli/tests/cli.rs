@@ -436,3 +436,32 @@ async fn kiln_runs_logs_prints_a_runs_lines_in_order() {
     );
     assert_eq!(missing.status.code(), Some(3));
 }
+
+#[tokio::test]
+async fn run_tables_show_control_characters_escaped() {
+    let url = test_database().await;
+    assert!(kiln(&url, &["migrate"]).status.success());
+    let key = "ws\u{1b}[2J1";
+    let triggered = json(&kiln(
+        &url,
+        &[
+            "trigger",
+            "odd-task",
+            "--key",
+            key,
+            "--allow-unregistered",
+            "--json",
+        ],
+    ));
+    let id = triggered["id"].as_str().unwrap().to_owned();
+    for args in [vec!["runs", "show", id.as_str()], vec!["runs", "list"]] {
+        let shown = kiln(&url, &args);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+        let out = stdout(&shown);
+        assert!(
+            !out.contains('\u{1b}'),
+            "{args:?} printed a raw escape: {out}"
+        );
+        assert!(out.contains(r"ws\u{1b}[2J1"), "{args:?}: {out}");
+    }
+}
