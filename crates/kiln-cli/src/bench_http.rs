@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use kiln::{BatchItem, Client, Scope, Task};
-use kiln_store::run::run_purge_task;
+use kiln_store::run::{run_purge_task, run_status_counts};
 use kiln_store::task::task_register;
 use serde_json::json;
 
@@ -64,6 +64,26 @@ where
         done.map_err(Failure::new)?.map_err(Failure::new)?;
     }
     Ok(started.elapsed())
+}
+
+/// POSTs `body` as JSON with the key; anything but 201 Created is an error.
+async fn post_created(
+    http: &reqwest::Client,
+    url: &str,
+    auth: &str,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    let response = http
+        .post(url)
+        .header("authorization", auth)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != reqwest::StatusCode::CREATED {
+        return Err(format!("{url} answered {}", response.status()));
+    }
+    Ok(())
 }
 
 pub(crate) async fn http(args: HttpArgs) -> CliResult {
@@ -143,19 +163,7 @@ pub(crate) async fn http(args: HttpArgs) -> CliResult {
         let (http, auth, url) = (http.clone(), auth.clone(), format!("{base}/trigger"));
         drive(args.clients, args.triggers, move |i| {
             let (http, auth, url) = (http.clone(), auth.clone(), url.clone());
-            async move {
-                let response = http
-                    .post(&url)
-                    .header("authorization", auth)
-                    .json(&json!({ "payload": { "i": i } }))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if response.status() != reqwest::StatusCode::CREATED {
-                    return Err(format!("trigger answered {}", response.status()));
-                }
-                Ok(())
-            }
+            async move { post_created(&http, &url, &auth, &json!({ "payload": { "i": i } })).await }
         })
         .await?
     };
@@ -191,26 +199,17 @@ pub(crate) async fn http(args: HttpArgs) -> CliResult {
                 let items: Vec<_> = (0..size)
                     .map(|i| json!({ "payload": { "i": b * size + i } }))
                     .collect();
-                let response = http
-                    .post(&url)
-                    .header("authorization", auth)
-                    .json(&json!({ "items": items }))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if response.status() != reqwest::StatusCode::CREATED {
-                    return Err(format!("batch answered {}", response.status()));
-                }
-                Ok(())
+                post_created(&http, &url, &auth, &json!({ "items": items })).await
             }
         })
         .await?
     };
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.runs WHERE task_id = $1")
-        .bind(BenchNoop::ID)
-        .fetch_one(&pool)
+    let stored: i64 = run_status_counts(&pool, Some(BenchNoop::ID))
         .await
-        .map_err(Failure::new)?;
+        .map_err(Failure::new)?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
     let expected = i64::from(args.batches) * i64::from(size);
     run_purge_task(&pool, BenchNoop::ID)
         .await

@@ -180,48 +180,42 @@ fn refuse_nul(parts: &axum::http::request::Parts) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A path parameter; one that does not parse (a run id that is not a UUID) is a 400.
-#[derive(Debug)]
-pub(crate) struct ApiPath<T>(pub(crate) T);
+/// Defines an extractor over axum's `$inner` that refuses `\u0000` in the URL and answers a
+/// value that does not parse with a 400 in the API's error shape.
+macro_rules! url_extractor {
+    ($(#[$doc:meta])* $name:ident, $inner:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub(crate) struct $name<T>(pub(crate) T);
 
-impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned + Send,
-{
-    type Rejection = ApiError;
+        impl<S, T> axum::extract::FromRequestParts<S> for $name<T>
+        where
+            S: Send + Sync,
+            T: DeserializeOwned + Send,
+        {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        refuse_nul(parts)?;
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| Self(p.0))
-            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
-    }
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, ApiError> {
+                refuse_nul(parts)?;
+                axum::extract::$inner::<T>::from_request_parts(parts, state)
+                    .await
+                    .map(|value| Self(value.0))
+                    .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
+            }
+        }
+    };
 }
 
-/// Query parameters; one that does not parse is a 400 naming it.
-#[derive(Debug)]
-pub(crate) struct ApiQuery<T>(pub(crate) T);
-
-impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned + Send,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        refuse_nul(parts)?;
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Self(q.0))
-            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
-    }
-}
+url_extractor!(
+    /// A path parameter; one that does not parse (a run id that is not a UUID) is a 400.
+    ApiPath,
+    Path
+);
+url_extractor!(
+    /// Query parameters; one that does not parse is a 400 naming it.
+    ApiQuery,
+    Query
+);

@@ -682,12 +682,10 @@ async fn heartbeat(
         match lease_heartbeat(&pool, &worker_id, &held, config.lease).await {
             Ok(acks) => {
                 fence.lower();
+                let attempts: std::collections::HashMap<Uuid, u32> = held.iter().copied().collect();
                 for ack in &acks {
-                    if ack.extended {
-                        if let Some(attempt) = held.iter().find(|h| h.0 == ack.run_id).map(|h| h.1)
-                        {
-                            inflight.extend_lease(ack.run_id, attempt, sent + config.lease);
-                        }
+                    if let Some(attempt) = attempts.get(&ack.run_id).filter(|_| ack.extended) {
+                        inflight.extend_lease(ack.run_id, *attempt, sent + config.lease);
                     }
                     if ack.canceled {
                         if let Some(run) = inflight.get(ack.run_id) {
@@ -695,8 +693,10 @@ async fn heartbeat(
                         }
                     }
                 }
+                let answered: std::collections::HashSet<Uuid> =
+                    acks.iter().map(|a| a.run_id).collect();
                 for (run_id, attempt) in held {
-                    if !acks.iter().any(|a| a.run_id == run_id) {
+                    if !answered.contains(&run_id) {
                         // A finished body's lease is gone because its outcome was just recorded.
                         if let Some(run) = inflight
                             .get(run_id)
