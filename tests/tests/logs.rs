@@ -205,3 +205,65 @@ async fn tracing_events_in_a_body_are_kept_with_the_layer_installed() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_stored_as_chunks_read_back_in_order_across_chunks_and_replayed_flushes() {
+    let (db, client) = registered().await;
+    let run = client
+        .trigger::<Chatty>(ChattyPayload {
+            lines: 0,
+            then_wait: false,
+        })
+        .await
+        .unwrap();
+    let line = |attempt: u32, seq: u32| kiln_store::run_log::NewLogLine {
+        run_id: run.id,
+        attempt,
+        seq,
+        at: chrono::Utc::now(),
+        level: LogLevel::Info,
+        message: format!("a{attempt} line {seq}"),
+        fields: serde_json::json!({ "seq": seq }).to_string(),
+    };
+    let store = |lines: Vec<kiln_store::run_log::NewLogLine>| {
+        let pool = db.pool.clone();
+        async move { kiln_store::run_log::run_log_insert_many(&pool, &lines).await }
+    };
+    // A flush with two attempts, lines out of order within one attempt.
+    store(vec![line(1, 2), line(2, 1), line(1, 1), line(1, 3)])
+        .await
+        .unwrap();
+    // Its answer was lost: the retry carries the same lines plus later ones, in one chunk.
+    store(vec![line(1, 1), line(1, 2), line(1, 3), line(1, 4), line(1, 5)])
+        .await
+        .unwrap();
+    // A replay of the shorter batch does not shrink what is stored.
+    store(vec![line(1, 1), line(1, 2)]).await.unwrap();
+    store(vec![line(1, 6), line(2, 2)]).await.unwrap();
+
+    let all = client.runs().logs(run.id, None, None, 100).await.unwrap();
+    let order: Vec<(u32, u32)> = all.iter().map(|l| (l.attempt, l.seq)).collect();
+    assert_eq!(
+        order,
+        [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (2, 1), (2, 2)]
+    );
+    assert_eq!(all[3].message, "a1 line 4");
+    assert_eq!(all[3].fields, serde_json::json!({ "seq": 4 }));
+    // Pages that start inside a chunk.
+    let page = client
+        .runs()
+        .logs(run.id, None, Some((1, 4)), 3)
+        .await
+        .unwrap();
+    let order: Vec<(u32, u32)> = page.iter().map(|l| (l.attempt, l.seq)).collect();
+    assert_eq!(order, [(1, 5), (1, 6), (2, 1)]);
+    let second = client.runs().logs(run.id, Some(2), None, 10).await.unwrap();
+    assert_eq!(second.len(), 2);
+    // The per-line view for SQL readers.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.run_logs WHERE run_id = $1")
+        .bind(run.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 8);
+}

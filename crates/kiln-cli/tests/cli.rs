@@ -394,7 +394,7 @@ async fn kiln_runs_logs_prints_a_runs_lines_in_order() {
             at: chrono::Utc::now(),
             level,
             message: message.into(),
-            fields,
+            fields: fields.to_string(),
         }
     };
     kiln_store::run_log::run_log_insert_many(

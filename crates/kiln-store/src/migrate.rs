@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "workers",
         sql: include_str!("../../../migrations/0008_workers.sql"),
     },
+    Migration {
+        version: 9,
+        name: "run_log_chunks",
+        sql: include_str!("../../../migrations/0009_run_log_chunks.sql"),
+    },
 ];
 
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).

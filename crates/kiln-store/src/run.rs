@@ -404,7 +404,7 @@ pub async fn run_purge_task(pool: &Pool, task_id: &str) -> Result<u64> {
     let done = sqlx::query(
         "WITH gone AS (DELETE FROM kiln.runs WHERE task_id = $1 RETURNING id),
               a AS (DELETE FROM kiln.attempts WHERE run_id IN (SELECT id FROM gone)),
-              g AS (DELETE FROM kiln.run_logs WHERE run_id IN (SELECT id FROM gone)),
+              g AS (DELETE FROM kiln.run_log_chunks WHERE run_id IN (SELECT id FROM gone)),
               r AS (DELETE FROM kiln.ready WHERE task_id = $1),
               l AS (DELETE FROM kiln.leases WHERE task_id = $1)
          SELECT count(*) FROM gone",
@@ -438,7 +438,7 @@ pub async fn run_delete_finished_before(
                 FOR UPDATE SKIP LOCKED),
          gone AS (DELETE FROM kiln.runs r USING old WHERE r.id = old.id RETURNING r.id),
          attempts AS (DELETE FROM kiln.attempts a USING gone WHERE a.run_id = gone.id),
-         logs AS (DELETE FROM kiln.run_logs l USING gone WHERE l.run_id = gone.id)
+         logs AS (DELETE FROM kiln.run_log_chunks l USING gone WHERE l.run_id = gone.id)
          SELECT count(*) FROM gone",
     )
     .bind(first_id_after_cutoff)

@@ -1,4 +1,5 @@
-//! `kiln.run_logs`: the log lines of each run's attempts.
+//! `kiln.run_log_chunks`: the log lines of each run's attempts, stored as one row per attempt
+//! and flush.
 
 use chrono::{DateTime, Utc};
 use kiln_core::{LogLevel, LogLine};
@@ -22,12 +23,14 @@ pub struct NewLogLine {
     pub level: LogLevel,
     /// Its message.
     pub message: String,
-    /// Its fields (a JSON object).
-    pub fields: serde_json::Value,
+    /// Its fields: a JSON object, as JSON text (it is stored as it is).
+    pub fields: String,
 }
 
-/// Stores lines in one statement. A line already stored (same run, attempt and position) is
-/// left as it is, so a batch retried after a lost answer does not fail.
+/// Stores lines in one statement, as one chunk row per attempt (`kiln.run_log_chunks`, lines in
+/// `seq` order). A chunk already stored (same run, attempt and first line) is replaced only by a
+/// longer one, so a batch retried after a lost answer, with later lines appended, neither fails
+/// nor loses them.
 pub async fn run_log_insert_many(pool: &Pool, lines: &[NewLogLine]) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
@@ -46,13 +49,21 @@ pub async fn run_log_insert_many(pool: &Pool, lines: &[NewLogLine]) -> Result<()
         ats.push(line.at);
         levels.push(line.level.as_str());
         messages.push(line.message.as_str());
-        fields.push(&line.fields);
+        fields.push(line.fields.as_str());
     }
     sqlx::query(
-        "INSERT INTO kiln.run_logs (run_id, attempt, seq, at, level, message, fields)
-         SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::timestamptz[], $5::text[],
-                              $6::text[], $7::jsonb[])
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO kiln.run_log_chunks AS c
+                (run_id, attempt, first_seq, last_seq, seqs, ats, levels, messages, fields)
+         SELECT run_id, attempt, min(seq), max(seq), array_agg(seq ORDER BY seq),
+                array_agg(at ORDER BY seq), array_agg(level ORDER BY seq),
+                array_agg(message ORDER BY seq), array_agg(fields ORDER BY seq)
+           FROM unnest($1::uuid[], $2::int[], $3::int[], $4::timestamptz[], $5::text[],
+                       $6::text[], $7::text[]) AS l(run_id, attempt, seq, at, level, message, fields)
+          GROUP BY run_id, attempt
+         ON CONFLICT (run_id, attempt, first_seq) DO UPDATE
+            SET last_seq = EXCLUDED.last_seq, seqs = EXCLUDED.seqs, ats = EXCLUDED.ats,
+                levels = EXCLUDED.levels, messages = EXCLUDED.messages, fields = EXCLUDED.fields
+          WHERE EXCLUDED.last_seq > c.last_seq",
     )
     .bind(&run_ids)
     .bind(&attempts)
@@ -78,10 +89,14 @@ pub async fn run_log_list(
 ) -> Result<Vec<LogLine>> {
     let (after_attempt, after_seq) = after.map_or((0, 0), |(a, s)| (a as i32, s as i32));
     let rows: Vec<(i32, i32, DateTime<Utc>, String, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT attempt, seq, at, level, message, fields FROM kiln.run_logs
-          WHERE run_id = $1 AND ($2::int IS NULL OR attempt = $2)
-            AND (attempt, seq) > ($3, $4)
-          ORDER BY attempt, seq
+        "SELECT c.attempt, l.seq, l.at, l.level, l.message, l.fields::jsonb
+           FROM kiln.run_log_chunks c
+          CROSS JOIN LATERAL unnest(c.seqs, c.ats, c.levels, c.messages, c.fields)
+                AS l(seq, at, level, message, fields)
+          WHERE c.run_id = $1 AND ($2::int IS NULL OR c.attempt = $2)
+            AND (c.attempt, c.last_seq) > ($3, $4)
+            AND (c.attempt, l.seq) > ($3, $4)
+          ORDER BY c.attempt, l.seq
           LIMIT $5",
     )
     .bind(run_id)

@@ -25,7 +25,7 @@ const MAX_BUFFERED_LINES: usize = 100_000;
 /// A flush is started early once this many lines wait.
 const FLUSH_EARLY_AT: usize = 1_000;
 /// Lines stored per statement at most (a flush of more runs several statements).
-const LINES_PER_STATEMENT: usize = 5_000;
+const LINES_PER_STATEMENT: usize = 10_000;
 
 /// The process's buffer of lines not yet stored.
 pub(crate) struct LogBuffer {
@@ -151,7 +151,7 @@ pub(crate) struct AttemptLog {
 }
 
 impl AttemptLog {
-    fn keep(&self, level: LogLevel, message: String, fields: serde_json::Value) {
+    fn keep(&self, level: LogLevel, message: String, fields: String) {
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         self.buffer.push(NewLogLine {
             run_id: self.run_id,
@@ -174,12 +174,12 @@ impl LogSink for AttemptLog {
         if message.contains('\0') {
             message = message.replace('\0', "\u{FFFD}");
         }
-        let fields = if fields.to_string().contains("\\u0000") {
-            serde_json::json!({ "fields_error": "the fields held \\u0000 and were dropped" })
-        } else {
-            fields
-        };
-        let size = message.len() + fields.to_string().len();
+        // Serialized once, here: the size cap counts it and the store writes it as it is.
+        let mut fields = fields.to_string();
+        if fields.contains("\\u0000") {
+            fields = r#"{"fields_error":"the fields held \\u0000 and were dropped"}"#.to_owned();
+        }
+        let size = message.len() + fields.len();
         let bytes = self.bytes.fetch_add(size, Ordering::AcqRel) + size;
         let lines = self.seq.load(Ordering::Acquire);
         if lines >= self.max_lines || bytes > self.max_bytes {
@@ -191,7 +191,7 @@ impl LogSink for AttemptLog {
                          later lines were dropped",
                         self.max_lines, self.max_bytes
                     ),
-                    serde_json::json!({ "kiln": "truncated" }),
+                    r#"{"kiln":"truncated"}"#.to_owned(),
                 );
             }
             return;
