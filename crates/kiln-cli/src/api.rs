@@ -22,21 +22,34 @@ pub(crate) struct ServeArgs {
     /// Largest batch trigger body in bytes.
     #[arg(long, default_value_t = kiln_server::DEFAULT_MAX_BATCH_BODY_BYTES)]
     max_batch_body: usize,
+    /// Secret that signs dashboard sessions (at least 32 characters); give every server behind
+    /// one address the same. Without it, sessions end when the server stops.
+    #[arg(long, env = "KILN_SESSION_SECRET", hide_env_values = true)]
+    session_secret: Option<String>,
 }
 
 /// Serves the HTTP API until SIGTERM or Ctrl-C.
 pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     let client = args.db.client().await?;
     client.check_ready().await?;
+    if args.session_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        return Err(Failure::usage(
+            "--session-secret (KILN_SESSION_SECRET) is too short: use at least 32 random \
+             characters, e.g. from `openssl rand -hex 32`",
+        ));
+    }
     let config = ServerConfig {
         max_body_bytes: args.max_body,
         max_batch_body_bytes: args.max_batch_body,
+        session_secret: args.session_secret.map(String::into_bytes),
+        ..ServerConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::new(format!("cannot listen on {}: {e}", args.listen)))?;
     println!(
-        "Kiln API on http://{}/api/v1 (OpenAPI: /api/v1/openapi.json)",
+        "Kiln dashboard on http://{0}/ (sign in with an admin key); API on http://{0}/api/v1 \
+         (OpenAPI: /api/v1/openapi.json)",
         args.listen
     );
     kiln_server::serve(listener, AppState::new(client, config), shutdown_signal())

@@ -152,6 +152,7 @@ async fn serve_api(
         }
     }
     let key = keys.keys().create(DEV_KEY_NAME, kiln::Scope::Admin).await?;
+    println!("Dashboard: http://{address}/   (development mode: no sign-in)");
     println!("API: http://{address}/api/v1   (OpenAPI: http://{address}/api/v1/openapi.json)");
     println!(
         "  development key (admin scope, shown once): {}",
@@ -161,7 +162,11 @@ async fn serve_api(
         "  try: curl -s -H 'Authorization: Bearer {}' http://{address}/api/v1/runs?limit=5",
         key.secret
     );
-    let state = kiln_server::AppState::new(client.clone(), kiln_server::ServerConfig::default());
+    let config = kiln_server::ServerConfig {
+        dashboard_dev_mode: true,
+        ..kiln_server::ServerConfig::default()
+    };
+    let state = kiln_server::AppState::new(client.clone(), config);
     Ok(tokio::spawn(async move {
         if let Err(error) =
             kiln_server::serve(listener, state, async move { stop.cancelled().await }).await

@@ -38,7 +38,9 @@ pub use limits::{
     check_json, check_key, check_option_duration, LimitError, MAX_ATTEMPTS_LIMIT, MAX_KEY_BYTES,
     MAX_OPTION_DURATION, MAX_PAYLOAD_BYTES,
 };
-pub use listing::{CancelOutcome, QueueRow, RunFilter, RunPage, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use listing::{
+    parse_status_names, CancelOutcome, QueueRow, RunFilter, RunPage, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+};
 pub use options::{
     BatchItem, Delay, TriggerOptions, DEFAULT_IDEMPOTENCY_KEY_TTL, MAX_BATCH_SIZE, MAX_TAGS,
 };

@@ -27,6 +27,8 @@ pub struct RunFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// Only children of this run.
     pub parent_run_id: Option<Uuid>,
+    /// Only runs triggered from outside a run (no parent): the roots of fan-outs.
+    pub root_only: bool,
     /// Only the run holding this idempotency key.
     pub idempotency_key: Option<String>,
     /// Continue after this run id (the previous page's `next_cursor`): older runs.
@@ -36,6 +38,33 @@ pub struct RunFilter {
     pub before: Option<Uuid>,
     /// Page size: 1 to [`MAX_PAGE_SIZE`]; [`DEFAULT_PAGE_SIZE`] when `None`.
     pub limit: Option<u32>,
+}
+
+/// Reads status names of a filter (`failed`, `queued`, ... and `retrying`, meaning queued for a
+/// retry): the statuses, and whether `retrying` was among them. Names may be comma-separated.
+pub fn parse_status_names<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(Vec<RunStatus>, bool), String> {
+    let mut statuses = Vec::new();
+    let mut retrying = false;
+    for name in names
+        .into_iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        if name == "retrying" {
+            retrying = true;
+        } else {
+            statuses.push(name.parse().map_err(|_| {
+                format!(
+                    "status {name:?} is not a run status: use {} or retrying",
+                    RunStatus::ALL.map(|s| s.as_str()).join(", ")
+                )
+            })?);
+        }
+    }
+    Ok((statuses, retrying))
 }
 
 /// Runs per page when no limit is given.

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod dashboard;
 mod dto;
 mod error;
 mod metrics_page;
@@ -30,6 +31,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
 pub use auth::{KEY_CACHE_TTL, LAST_USED_EVERY};
+pub use dashboard::{KEY_LIST_TTL, SESSION_TTL};
 pub use dto::*;
 pub use error::{status_of, ApiError, ErrorBody, ErrorDetail};
 pub use metrics_page::{prometheus_handle, GAUGES_CACHE_TTL};
@@ -49,6 +51,12 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest body of `POST /api/v1/tasks/{taskId}/batch`.
     pub max_batch_body_bytes: usize,
+    /// The dashboard asks no sign-in and says so on every page (`kiln dev` only).
+    pub dashboard_dev_mode: bool,
+    /// The secret dashboard sessions are signed with. Without one, a random secret is drawn
+    /// when the server starts: sessions then end with the process, and servers behind one
+    /// address do not share them.
+    pub session_secret: Option<Vec<u8>>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +64,8 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_body_bytes: DEFAULT_MAX_BATCH_BODY_BYTES,
+            dashboard_dev_mode: false,
+            session_secret: None,
         }
     }
 }
@@ -67,6 +77,7 @@ pub struct AppState {
     waiter: RunWaiter,
     keys: Arc<auth::KeyCache>,
     gauges: Arc<metrics_page::GaugeCache>,
+    dashboard: Arc<dashboard::DashboardState>,
     config: Arc<ServerConfig>,
 }
 
@@ -81,6 +92,7 @@ impl AppState {
             waiter: RunWaiter::start(client.clone()),
             client,
             keys: Arc::default(),
+            dashboard: dashboard::DashboardState::new(config.session_secret.as_deref()),
             config: Arc::new(config),
         }
     }
@@ -180,7 +192,7 @@ pub fn openapi_json() -> serde_json::Value {
     serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
 }
 
-/// The router: every route of the API. Tests call it directly.
+/// The router: every route of the API and the dashboard. Tests call it directly.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let max_batch = state.config.max_batch_body_bytes;
@@ -244,6 +256,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics_page::metrics))
+        .merge(dashboard::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use kiln_client::{BatchItem, CreateSchedule, ErrorCode, RunFilter, UpdateSchedule};
-use kiln_core::RunStatus;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -121,6 +120,8 @@ pub(crate) struct RunsQuery {
     to: Option<chrono::DateTime<Utc>>,
     /// Only children of this run.
     parent: Option<Uuid>,
+    /// Only runs with no parent (`true`): those triggered from outside a run.
+    root_only: Option<bool>,
     /// Runs per page, 1 to 100 (default 25).
     limit: Option<u32>,
     /// The `pagination.next` of the previous page.
@@ -157,29 +158,8 @@ pub(crate) async fn list_runs(
             format!("limit must be between 1 and {MAX_API_PAGE}, got {limit}"),
         ));
     }
-    let mut statuses = Vec::new();
-    let mut retrying = false;
-    for name in query
-        .status
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        if name == "retrying" {
-            retrying = true;
-            continue;
-        }
-        statuses.push(name.parse().map_err(|_| {
-            ApiError::new(
-                ErrorCode::InvalidOption,
-                format!(
-                    "status {name:?} is not a run status: use {} or retrying",
-                    RunStatus::ALL.map(|s| s.as_str()).join(", ")
-                ),
-            )
-        })?);
-    }
+    let (statuses, retrying) = kiln_core::parse_status_names(query.status.as_deref())
+        .map_err(|message| ApiError::new(ErrorCode::InvalidOption, message))?;
     let filter = RunFilter {
         task_ids: query.task.into_iter().collect(),
         statuses,
@@ -190,6 +170,7 @@ pub(crate) async fn list_runs(
         created_after: query.from,
         created_before: query.to,
         parent_run_id: query.parent,
+        root_only: query.root_only.unwrap_or(false),
         idempotency_key: query.idempotency_key,
         cursor: query.cursor,
         before: query.before,

@@ -259,6 +259,9 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
     if let Some(parent) = filter.parent_run_id {
         q.push(" AND parent_run_id = ").push_bind(parent);
     }
+    if filter.root_only {
+        q.push(" AND parent_run_id IS NULL");
+    }
     if let Some(key) = &filter.idempotency_key {
         q.push(" AND idempotency_key = ").push_bind(key.clone());
     }

@@ -1,0 +1,114 @@
+//! The queues page: each queue's limit (and override), whether it is paused, its runs by state
+//! and the age of its oldest queued run; pause, resume, override and reset the limit.
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+use kiln_client::ErrorCode;
+use maud::html;
+
+use super::layout::{csrf, duration, page, Nav};
+use super::session::Session;
+use super::{error_page, field, form_pairs};
+use crate::ApiError;
+
+/// `GET /queues`.
+pub(super) async fn list(session: Session) -> Response {
+    let queues = match session.client.queues().list().await {
+        Ok(queues) => queues,
+        Err(error) => return error_page(error.into()),
+    };
+    let now = Utc::now();
+    let body = html! {
+        h1 { "Queues" }
+        @if queues.is_empty() {
+            p class="empty" { "No queues yet: a queue appears when a worker registers a task or a run is triggered." }
+        } @else {
+            table class="queues" {
+                thead { tr {
+                    th { "Queue" } th { "Limit" } th { "State" } th { "Executing" } th { "Queued" }
+                    th { "Waiting" } th { "Oldest queued" } th { "Actions" }
+                } }
+                tbody {
+                    @for q in &queues {
+                        tr id={ "queue-" (q.name) } {
+                            td { strong { (q.name) } }
+                            td {
+                                @match (q.effective_limit(), q.limit_override) {
+                                    (None, _) => { "none" }
+                                    (Some(limit), Some(_)) => { (limit) " " span class="muted" { "(override; task limit " (q.concurrency_limit.map_or("none".to_owned(), |l| l.to_string())) ")" } }
+                                    (Some(limit), None) => { (limit) }
+                                }
+                            }
+                            td { @if q.paused { span class="status status-paused" { "paused" } } @else { span class="status status-active" { "active" } } }
+                            td { (q.running) }
+                            td { (q.queued) }
+                            td { (q.waiting) }
+                            td { @if let Some(at) = q.oldest_available_at { (duration(now - at)) } @else { "—" } }
+                            td class="row-actions" {
+                                form method="post" action={ "/queues/" (q.name) (if q.paused { "/resume" } else { "/pause" }) } class="inline" {
+                                    (csrf(&session))
+                                    button type="submit" class="secondary" { @if q.paused { "Resume" } @else { "Pause" } }
+                                }
+                                form method="post" action={ "/queues/" (q.name) "/limit" } class="inline" {
+                                    (csrf(&session))
+                                    label class="visually-hidden" for={ "limit-" (q.name) } { "New limit for " (q.name) }
+                                    input id={ "limit-" (q.name) } type="number" name="limit" min="1" required size="4"
+                                        value=[q.effective_limit()];
+                                    button type="submit" class="secondary" { "Set limit" }
+                                }
+                                @if q.limit_override.is_some() {
+                                    form method="post" action={ "/queues/" (q.name) "/reset" } class="inline" {
+                                        (csrf(&session))
+                                        button type="submit" class="link" { "Reset limit" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&session, "Queues", Nav::Queues, body)
+}
+
+/// `POST /queues/{name}/{pause|resume|limit|reset}`.
+pub(super) async fn act(
+    session: Session,
+    Path((name, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let result = async {
+        let form = form_pairs(&body)?;
+        session.check_csrf(&form)?;
+        let queues = session.client.queues();
+        let done = match action.as_str() {
+            "pause" => queues.pause(&name).await,
+            "resume" => queues.resume(&name).await,
+            "reset" => queues.set_limit(&name, None).await,
+            "limit" => {
+                let limit = field(&form, "limit")
+                    .and_then(|v| v.trim().parse::<i32>().ok())
+                    .filter(|l| *l >= 1)
+                    .ok_or_else(|| {
+                        error_page(ApiError::new(
+                            ErrorCode::InvalidOption,
+                            "the limit must be a whole number of at least 1",
+                        ))
+                    })?;
+                queues.set_limit(&name, Some(limit)).await
+            }
+            _ => {
+                return Err(error_page(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("no queue action {action:?}: use pause, resume, limit or reset"),
+                )))
+            }
+        };
+        done.map_err(|e| error_page(e.into()))?;
+        Ok::<_, Response>(Redirect::to("/queues").into_response())
+    };
+    result.await.unwrap_or_else(|response| response)
+}
