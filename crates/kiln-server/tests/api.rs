@@ -245,6 +245,7 @@ async fn a_body_over_the_limit_is_413_and_a_payload_at_the_limit_arrives() {
     let api = Api::with_config(ServerConfig {
         max_body_bytes: 64 * 1024,
         max_batch_body_bytes: 128 * 1024,
+        ..ServerConfig::default()
     })
     .await;
     let big = "x".repeat(70 * 1024);
@@ -271,6 +272,7 @@ async fn a_body_over_the_limit_is_413_and_a_payload_at_the_limit_arrives() {
     let roomy = Api::with_config(ServerConfig {
         max_body_bytes: 6 * 1024 * 1024,
         max_batch_body_bytes: 6 * 1024 * 1024,
+        ..ServerConfig::default()
     })
     .await;
     let huge = "x".repeat(kiln_core::MAX_PAYLOAD_BYTES);
