@@ -1,0 +1,442 @@
+//! The dashboard in a real browser: `kiln serve` (the real binary) over a real database, a worker
+//! running a calendar-sync task, and headless Chromium driven through WebDriver. Each step saves a
+//! screenshot under `target/dashboard-screenshots/`.
+//!
+//! Outside CI, without chromium and chromedriver installed, the test says so and passes; with
+//! `CI=true` a missing browser fails it.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln::{task, Context, Error, Result, RunStatus, TriggerOptions};
+use serde::{Deserialize, Serialize};
+use support::webdriver::{browser_or_skip, Browser, PATIENCE};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+const SECRET: &str = "a-test-session-secret-of-at-least-32-chars";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncPayload {
+    ws_id: String,
+    fail: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncResult {
+    ws_id: String,
+    success: bool,
+    error: Option<String>,
+}
+
+task! {
+    /// Syncs one workspace's calendar; fails when the payload says so.
+    pub CalendarSync {
+        id: "dash-calendar-sync",
+        queue: { concurrency_limit: 5 },
+        retry: { max_attempts: 1 },
+        run: async |ctx: Context, payload: SyncPayload| -> Result<SyncResult> {
+            ctx.log().info_with("syncing calendar", serde_json::json!({ "ws_id": payload.ws_id }));
+            if payload.fail {
+                ctx.log().error("google answered 401: token expired");
+                return Err(Error::msg(format!("calendar sync of {} failed: token expired", payload.ws_id)));
+            }
+            Ok(SyncResult { ws_id: payload.ws_id, success: true, error: None })
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(url: &str) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(KILN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", url)
+        .env("KILN_SESSION_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start kiln serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + PATIENCE;
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "kiln serve did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Server { child, base }
+}
+
+async fn test_database() -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/kiln-test-postgres");
+    let server = kiln_devdb::server_for_tests(&dir)
+        .await
+        .expect("a PostgreSQL for tests");
+    kiln_devdb::create_test_database(&server)
+        .await
+        .expect("a test database")
+}
+
+async fn start_worker(url: &str) -> tokio_util::sync::CancellationToken {
+    let worker = kiln::Worker::builder()
+        .database_url(url)
+        .worker_id("dashboard-test-worker")
+        .register(CalendarSync)
+        .configure(|c| {
+            c.concurrency = 4;
+            c.poll_interval = Duration::from_millis(100);
+        })
+        .build()
+        .await
+        .expect("build the worker");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move { worker.run_until(token).await });
+    stop
+}
+
+async fn wait_for_status(client: &kiln::Client, id: uuid::Uuid, status: RunStatus) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let run = client.runs().retrieve(id).await.expect("the run");
+        if run.status == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} stayed {} (wanted {status})",
+            run.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn shots_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_and_pauses() {
+    let test = "dashboard browser test";
+    let Some((chromium, driver)) = browser_or_skip(test) else {
+        return;
+    };
+    let url = test_database().await;
+    let stop_worker = start_worker(&url).await;
+    let client = kiln::Client::connect(&url).await.expect("a client");
+    let admin = client
+        .keys()
+        .create("ops", kiln::Scope::Admin)
+        .await
+        .expect("an admin key");
+    let reader = client
+        .keys()
+        .create("reader", kiln::Scope::Read)
+        .await
+        .expect("a read key");
+
+    // Runs to look at: three that complete, one that fails.
+    let mut done = Vec::new();
+    for ws in ["ws_alpha", "ws_beta", "ws_gamma"] {
+        let run = client
+            .trigger::<CalendarSync>(SyncPayload { ws_id: ws.into(), fail: false })
+            .options(TriggerOptions::new().concurrency_key(ws).tag("calendar"))
+            .await
+            .expect("trigger");
+        done.push(run.id);
+    }
+    let failed = client
+        .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_broken".into(), fail: true })
+        .options(TriggerOptions::new().concurrency_key("ws_broken").tag("calendar"))
+        .await
+        .expect("trigger");
+    for id in &done {
+        wait_for_status(&client, *id, RunStatus::Completed).await;
+    }
+    wait_for_status(&client, failed.id, RunStatus::Failed).await;
+
+    let server = start_server(&url).await;
+    let base = &server.base;
+    let browser = Browser::start(&chromium, &driver, &shots_dir()).await;
+
+    // Nothing is readable before signing in: the runs page sends the browser to sign in.
+    browser.goto(&format!("{base}/runs")).await;
+    assert!(browser.url().await.contains("/login"), "{}", browser.url().await);
+    browser.screenshot("01-sign-in").await;
+    browser.fill("#key", "kiln_sk_not_a_key").await;
+    browser.click("button[type=submit]").await;
+    browser
+        .wait_for_text("[role=alert]", "unknown or revoked", false)
+        .await;
+    browser.fill("#key", &reader.secret).await;
+    browser.click("button[type=submit]").await;
+    browser
+        .wait_for_text("[role=alert]", "needs a key of scope admin", false)
+        .await;
+    browser.fill("#key", &admin.secret).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_for_text("h1", "Runs", false).await;
+    assert!(browser.url().await.ends_with("/runs"), "{}", browser.url().await);
+    assert_eq!(browser.all("table.runs tbody tr").await.len(), 4);
+    browser.screenshot("02-runs").await;
+
+    // Filter by status and task: only the failed run is left, and the URL holds the filter.
+    browser.click("input[name=status][value=failed]").await;
+    browser.click("form.filters button[type=submit]").await;
+    browser.wait_for_text(".toolbar .count", "1 runs", false).await;
+    let filtered = browser.url().await;
+    assert!(filtered.contains("status=failed"), "{filtered}");
+    assert_eq!(browser.all("table.runs tbody tr").await.len(), 1);
+    browser
+        .goto(&format!("{base}/runs?status=completed&task=dash-calendar-sync"))
+        .await;
+    browser.wait_for_text(".toolbar .count", "3 runs", false).await;
+    browser.screenshot("03-runs-filtered").await;
+
+    // The failed run: its error and its logs.
+    browser.goto(&format!("{base}/runs?status=failed")).await;
+    browser.click("table.runs tbody tr a").await;
+    browser.wait_for_text("h1", "failed", false).await;
+    let error = browser.text(".error-box").await;
+    assert!(error.contains("calendar sync of ws_broken failed: token expired"), "{error}");
+    let logs = browser.text("#logs").await;
+    assert!(logs.contains("syncing calendar"), "{logs}");
+    assert!(logs.contains("ws_broken"), "{logs}");
+    assert!(logs.contains("google answered 401"), "{logs}");
+    browser.screenshot("04-failed-run").await;
+
+    // Replay it with an edited payload: the new run completes.
+    browser.click("details.replay summary").await;
+    browser
+        .fill("#replay-payload", r#"{"ws_id": "ws_broken", "fail": false}"#)
+        .await;
+    browser.click("details.replay button[type=submit]").await;
+    browser
+        .wait_for_text("h1", "completed", true)
+        .await;
+    let replayed = browser.url().await;
+    assert!(!replayed.ends_with(&failed.id.to_string()), "{replayed}");
+    let facts = browser.text(".facts").await;
+    assert!(facts.contains(&failed.id.to_string()), "the replay links its original: {facts}");
+    browser.screenshot("05-replayed-run").await;
+
+    // Cancel a delayed run, confirming the dialog.
+    let delayed = client
+        .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_later".into(), fail: false })
+        .options(TriggerOptions::new().delay(Duration::from_secs(3600)))
+        .await
+        .expect("trigger");
+    browser.goto(&format!("{base}/runs/{}", delayed.id)).await;
+    browser.wait_for_text("h1", "delayed", false).await;
+    browser.screenshot("06-delayed-run").await;
+    browser.click(".actions form button.danger").await;
+    browser.accept_dialog().await;
+    browser.wait_for_text("h1", "canceled", false).await;
+    wait_for_status(&client, delayed.id, RunStatus::Canceled).await;
+
+    // Pause the queue: a run triggered now waits; resume it and the run completes.
+    let queue = client.runs().retrieve(failed.id).await.expect("run").queue;
+    browser.goto(&format!("{base}/queues")).await;
+    let row = format!("tr[id='queue-{queue}']");
+    browser.click(&format!("{row} form[action$='/pause'] button")).await;
+    browser.wait_for_text(&row, "paused", false).await;
+    let waiting = client
+        .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_paused".into(), fail: false })
+        .await
+        .expect("trigger");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        client.runs().retrieve(waiting.id).await.expect("run").status,
+        RunStatus::Queued,
+        "a run of a paused queue must not start"
+    );
+    browser.goto(&format!("{base}/queues")).await;
+    browser.screenshot("07-queue-paused").await;
+    browser.click(&format!("{row} form[action$='/resume'] button")).await;
+    browser.wait_for_text(&row, "active", false).await;
+    wait_for_status(&client, waiting.id, RunStatus::Completed).await;
+
+    // The workers page lists the worker.
+    browser.goto(&format!("{base}/workers")).await;
+    browser
+        .wait_for_text("table.workers", "dashboard-test-worker", true)
+        .await;
+    browser.screenshot("08-workers").await;
+
+    // Signing out ends the session.
+    browser.goto(&format!("{base}/runs")).await;
+    browser.click("header form[action='/logout'] button").await;
+    browser.goto(&format!("{base}/runs")).await;
+    assert!(browser.url().await.contains("/login"), "{}", browser.url().await);
+
+    // The audit log names the operator who acted.
+    let audit = client
+        .audit()
+        .list(100, None)
+        .await
+        .expect("the audit log");
+    let actors: Vec<&str> = audit.iter().map(|e| e.actor.as_str()).collect();
+    assert!(actors.contains(&"dashboard:ops"), "{actors:?}");
+
+    stop_worker.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_without_the_session_token_or_from_another_site_are_refused() {
+    let url = test_database().await;
+    let client = kiln::Client::connect(&url).await.expect("a client");
+    kiln_store::migrate::migrate(client.pool())
+        .await
+        .expect("migrations");
+    let admin = client
+        .keys()
+        .create("ops", kiln::Scope::Admin)
+        .await
+        .expect("an admin key");
+    let server = start_server(&url).await;
+    let base = &server.base;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Signing in needs the form's token, tied to the browser's login cookie.
+    let page = http.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = page
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a login cookie")
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let token = html
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a token in the sign-in form")
+        .to_owned();
+    let without_token = http
+        .post(format!("{base}/login"))
+        .header("cookie", &cookie)
+        .form(&[("key", admin.secret.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_token.status(), 403);
+    let signed_in = http
+        .post(format!("{base}/login"))
+        .header("cookie", &cookie)
+        .form(&[("key", admin.secret.as_str()), ("_csrf", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    assert!(session.contains("HttpOnly"), "{session}");
+    assert!(session.contains("SameSite=Strict"), "{session}");
+    let session = session.split(';').next().unwrap().to_owned();
+
+    // Pages answer with the security headers and escape what they show.
+    let runs = http
+        .get(format!("{base}/runs?tag=%3Cscript%3Ealert(1)%3C/script%3E"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(runs.status(), 200);
+    let csp = runs.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let body = runs.text().await.unwrap();
+    assert!(!body.contains("<script>alert(1)"), "the tag filter was printed raw");
+    assert!(body.contains("&lt;script&gt;alert(1)"), "the tag filter is shown escaped");
+    let csrf = body
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a token in the page")
+        .to_owned();
+
+    // A state-changing form without the token, with another session's token, or sent from
+    // another site is refused, and the queue stays active.
+    client
+        .trigger_by_id("dash-calendar-sync", serde_json::json!({}))
+        .options(TriggerOptions::new().allow_unregistered())
+        .await
+        .expect("trigger");
+    let pause = format!("{base}/queues/dash-calendar-sync/pause");
+    let refused = http
+        .post(&pause)
+        .header("cookie", &session)
+        .form(&[("_csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let cross_site = http
+        .post(&pause)
+        .header("cookie", &session)
+        .header("origin", "https://evil.example")
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    let queue = client
+        .queues()
+        .retrieve("dash-calendar-sync")
+        .await
+        .unwrap()
+        .expect("the queue");
+    assert!(!queue.paused, "a refused form changed the queue");
+    let accepted = http
+        .post(&pause)
+        .header("cookie", &session)
+        .header("origin", base.as_str())
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 303);
+    assert!(
+        client
+            .queues()
+            .retrieve("dash-calendar-sync")
+            .await
+            .unwrap()
+            .expect("the queue")
+            .paused
+    );
+
+    // A revoked key's session ends.
+    client.keys().revoke("ops").await.unwrap();
+    tokio::time::sleep(kiln_server::KEY_LIST_TTL + Duration::from_millis(200)).await;
+    let after = http
+        .get(format!("{base}/runs"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 303);
+    assert!(after.headers()["location"].to_str().unwrap().starts_with("/login"));
+}

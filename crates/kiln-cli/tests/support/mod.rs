@@ -1,0 +1,3 @@
+//! Helpers of the `kiln` binary's integration tests.
+
+pub(crate) mod webdriver;
