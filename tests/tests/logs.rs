@@ -234,9 +234,15 @@ async fn lines_stored_as_chunks_read_back_in_order_across_chunks_and_replayed_fl
         .await
         .unwrap();
     // Its answer was lost: the retry carries the same lines plus later ones, in one chunk.
-    store(vec![line(1, 1), line(1, 2), line(1, 3), line(1, 4), line(1, 5)])
-        .await
-        .unwrap();
+    store(vec![
+        line(1, 1),
+        line(1, 2),
+        line(1, 3),
+        line(1, 4),
+        line(1, 5),
+    ])
+    .await
+    .unwrap();
     // A replay of the shorter batch does not shrink what is stored.
     store(vec![line(1, 1), line(1, 2)]).await.unwrap();
     store(vec![line(1, 6), line(2, 2)]).await.unwrap();
@@ -245,7 +251,16 @@ async fn lines_stored_as_chunks_read_back_in_order_across_chunks_and_replayed_fl
     let order: Vec<(u32, u32)> = all.iter().map(|l| (l.attempt, l.seq)).collect();
     assert_eq!(
         order,
-        [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (2, 1), (2, 2)]
+        [
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (1, 5),
+            (1, 6),
+            (2, 1),
+            (2, 2)
+        ]
     );
     assert_eq!(all[3].message, "a1 line 4");
     assert_eq!(all[3].fields, serde_json::json!({ "seq": 4 }));

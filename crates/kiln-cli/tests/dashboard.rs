@@ -18,12 +18,14 @@ use support::webdriver::{browser_or_skip, Browser, PATIENCE};
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const SECRET: &str = "a-test-session-secret-of-at-least-32-chars";
 
+/// Which workspace to sync, and whether the sync should fail.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncPayload {
     ws_id: String,
     fail: bool,
 }
 
+/// The flagship tasks' structured result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncResult {
     ws_id: String,
@@ -154,15 +156,25 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
     let mut done = Vec::new();
     for ws in ["ws_alpha", "ws_beta", "ws_gamma"] {
         let run = client
-            .trigger::<CalendarSync>(SyncPayload { ws_id: ws.into(), fail: false })
+            .trigger::<CalendarSync>(SyncPayload {
+                ws_id: ws.into(),
+                fail: false,
+            })
             .options(TriggerOptions::new().concurrency_key(ws).tag("calendar"))
             .await
             .expect("trigger");
         done.push(run.id);
     }
     let failed = client
-        .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_broken".into(), fail: true })
-        .options(TriggerOptions::new().concurrency_key("ws_broken").tag("calendar"))
+        .trigger::<CalendarSync>(SyncPayload {
+            ws_id: "ws_broken".into(),
+            fail: true,
+        })
+        .options(
+            TriggerOptions::new()
+                .concurrency_key("ws_broken")
+                .tag("calendar"),
+        )
         .await
         .expect("trigger");
     for id in &done {
@@ -176,7 +188,11 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
 
     // Nothing is readable before signing in: the runs page sends the browser to sign in.
     browser.goto(&format!("{base}/runs")).await;
-    assert!(browser.url().await.contains("/login"), "{}", browser.url().await);
+    assert!(
+        browser.url().await.contains("/login"),
+        "{}",
+        browser.url().await
+    );
     browser.screenshot("01-sign-in").await;
     browser.fill("#key", "kiln_sk_not_a_key").await;
     browser.click("button[type=submit]").await;
@@ -191,21 +207,31 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
     browser.fill("#key", &admin.secret).await;
     browser.click("button[type=submit]").await;
     browser.wait_for_text("h1", "Runs", false).await;
-    assert!(browser.url().await.ends_with("/runs"), "{}", browser.url().await);
+    assert!(
+        browser.url().await.ends_with("/runs"),
+        "{}",
+        browser.url().await
+    );
     assert_eq!(browser.all("table.runs tbody tr").await.len(), 4);
     browser.screenshot("02-runs").await;
 
     // Filter by status and task: only the failed run is left, and the URL holds the filter.
     browser.click("input[name=status][value=failed]").await;
     browser.click("form.filters button[type=submit]").await;
-    browser.wait_for_text(".toolbar .count", "1 runs", false).await;
+    browser
+        .wait_for_text(".toolbar .count", "1 runs", false)
+        .await;
     let filtered = browser.url().await;
     assert!(filtered.contains("status=failed"), "{filtered}");
     assert_eq!(browser.all("table.runs tbody tr").await.len(), 1);
     browser
-        .goto(&format!("{base}/runs?status=completed&task=dash-calendar-sync"))
+        .goto(&format!(
+            "{base}/runs?status=completed&task=dash-calendar-sync"
+        ))
         .await;
-    browser.wait_for_text(".toolbar .count", "3 runs", false).await;
+    browser
+        .wait_for_text(".toolbar .count", "3 runs", false)
+        .await;
     browser.screenshot("03-runs-filtered").await;
 
     // The failed run: its error and its logs.
@@ -213,7 +239,10 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
     browser.click("table.runs tbody tr a").await;
     browser.wait_for_text("h1", "failed", false).await;
     let error = browser.text(".error-box").await;
-    assert!(error.contains("calendar sync of ws_broken failed: token expired"), "{error}");
+    assert!(
+        error.contains("calendar sync of ws_broken failed: token expired"),
+        "{error}"
+    );
     let logs = browser.text("#logs").await;
     assert!(logs.contains("syncing calendar"), "{logs}");
     assert!(logs.contains("ws_broken"), "{logs}");
@@ -223,21 +252,28 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
     // Replay it with an edited payload: the new run completes.
     browser.click("details.replay summary").await;
     browser
-        .fill("#replay-payload", r#"{"ws_id": "ws_broken", "fail": false}"#)
+        .fill(
+            "#replay-payload",
+            r#"{"ws_id": "ws_broken", "fail": false}"#,
+        )
         .await;
     browser.click("details.replay button[type=submit]").await;
-    browser
-        .wait_for_text("h1", "completed", true)
-        .await;
+    browser.wait_for_text("h1", "completed", true).await;
     let replayed = browser.url().await;
     assert!(!replayed.ends_with(&failed.id.to_string()), "{replayed}");
     let facts = browser.text(".facts").await;
-    assert!(facts.contains(&failed.id.to_string()), "the replay links its original: {facts}");
+    assert!(
+        facts.contains(&failed.id.to_string()),
+        "the replay links its original: {facts}"
+    );
     browser.screenshot("05-replayed-run").await;
 
     // Cancel a delayed run, confirming the dialog.
     let delayed = client
-        .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_later".into(), fail: false })
+        .trigger::<CalendarSync>(SyncPayload {
+            ws_id: "ws_later".into(),
+            fail: false,
+        })
         .options(TriggerOptions::new().delay(Duration::from_secs(3600)))
         .await
         .expect("trigger");
@@ -253,21 +289,33 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
     let queue = client.runs().retrieve(failed.id).await.expect("run").queue;
     browser.goto(&format!("{base}/queues")).await;
     let row = format!("tr[id='queue-{queue}']");
-    browser.click(&format!("{row} form[action$='/pause'] button")).await;
+    browser
+        .click(&format!("{row} form[action$='/pause'] button"))
+        .await;
     browser.wait_for_text(&row, "paused", false).await;
     let waiting = client
-        .trigger::<CalendarSync>(SyncPayload { ws_id: "ws_paused".into(), fail: false })
+        .trigger::<CalendarSync>(SyncPayload {
+            ws_id: "ws_paused".into(),
+            fail: false,
+        })
         .await
         .expect("trigger");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        client.runs().retrieve(waiting.id).await.expect("run").status,
+        client
+            .runs()
+            .retrieve(waiting.id)
+            .await
+            .expect("run")
+            .status,
         RunStatus::Queued,
         "a run of a paused queue must not start"
     );
     browser.goto(&format!("{base}/queues")).await;
     browser.screenshot("07-queue-paused").await;
-    browser.click(&format!("{row} form[action$='/resume'] button")).await;
+    browser
+        .click(&format!("{row} form[action$='/resume'] button"))
+        .await;
     browser.wait_for_text(&row, "active", false).await;
     wait_for_status(&client, waiting.id, RunStatus::Completed).await;
 
@@ -282,14 +330,14 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
     browser.goto(&format!("{base}/runs")).await;
     browser.click("header form[action='/logout'] button").await;
     browser.goto(&format!("{base}/runs")).await;
-    assert!(browser.url().await.contains("/login"), "{}", browser.url().await);
+    assert!(
+        browser.url().await.contains("/login"),
+        "{}",
+        browser.url().await
+    );
 
     // The audit log names the operator who acted.
-    let audit = client
-        .audit()
-        .list(100, None)
-        .await
-        .expect("the audit log");
+    let audit = client.audit().list(100, None).await.expect("the audit log");
     let actors: Vec<&str> = audit.iter().map(|e| e.actor.as_str()).collect();
     assert!(actors.contains(&"dashboard:ops"), "{actors:?}");
 
@@ -365,11 +413,20 @@ async fn forms_without_the_session_token_or_from_another_site_are_refused() {
         .await
         .unwrap();
     assert_eq!(runs.status(), 200);
-    let csp = runs.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = runs.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     let body = runs.text().await.unwrap();
-    assert!(!body.contains("<script>alert(1)"), "the tag filter was printed raw");
-    assert!(body.contains("&lt;script&gt;alert(1)"), "the tag filter is shown escaped");
+    assert!(
+        !body.contains("<script>alert(1)"),
+        "the tag filter was printed raw"
+    );
+    assert!(
+        body.contains("&lt;script&gt;alert(1)"),
+        "the tag filter is shown escaped"
+    );
     let csrf = body
         .split("name=\"_csrf\" value=\"")
         .nth(1)
@@ -438,5 +495,8 @@ async fn forms_without_the_session_token_or_from_another_site_are_refused() {
         .await
         .unwrap();
     assert_eq!(after.status(), 303);
-    assert!(after.headers()["location"].to_str().unwrap().starts_with("/login"));
+    assert!(after.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/login"));
 }

@@ -17,7 +17,10 @@ fn find_program(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     names.iter().find_map(|name| {
         std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/lib/chromium")])
+            .chain([
+                PathBuf::from("/usr/bin"),
+                PathBuf::from("/usr/lib/chromium"),
+            ])
             .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
     })
@@ -200,18 +203,25 @@ impl Browser {
         let element = self.find(css).await;
         self.post(&format!("/element/{element}/clear"), json!({}))
             .await;
-        self.post(&format!("/element/{element}/value"), json!({ "text": text }))
-            .await;
+        self.post(
+            &format!("/element/{element}/value"),
+            json!({ "text": text }),
+        )
+        .await;
     }
 
     /// The visible text of the first element matching `css`.
     pub(crate) async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
-        self.command(reqwest::Method::GET, &format!("/element/{element}/text"), None)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        self.command(
+            reqwest::Method::GET,
+            &format!("/element/{element}/text"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
     }
 
     /// Waits until the text of `css` contains `expected`, reloading the page between looks
@@ -222,7 +232,11 @@ impl Browser {
             let elements = self.all(css).await;
             if let Some(element) = elements.first() {
                 let text = self
-                    .command(reqwest::Method::GET, &format!("/element/{element}/text"), None)
+                    .command(
+                        reqwest::Method::GET,
+                        &format!("/element/{element}/text"),
+                        None,
+                    )
                     .await
                     .as_str()
                     .unwrap_or_default()
@@ -262,7 +276,9 @@ impl Browser {
 
     /// Saves a PNG of the window as `<name>.png` under the screenshot directory.
     pub(crate) async fn screenshot(&self, name: &str) {
-        let value = self.command(reqwest::Method::GET, "/screenshot", None).await;
+        let value = self
+            .command(reqwest::Method::GET, "/screenshot", None)
+            .await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(value.as_str().expect("a screenshot"))
             .expect("a base64 screenshot");

@@ -211,8 +211,14 @@ mod tests {
     fn relative_times_read_as_people_say_them() {
         let now = Utc::now();
         assert_eq!(relative(now, now), "just now");
-        assert_eq!(relative(now - chrono::Duration::seconds(42), now), "42 s ago");
-        assert_eq!(relative(now - chrono::Duration::minutes(3), now), "3 min ago");
+        assert_eq!(
+            relative(now - chrono::Duration::seconds(42), now),
+            "42 s ago"
+        );
+        assert_eq!(
+            relative(now - chrono::Duration::minutes(3), now),
+            "3 min ago"
+        );
         assert_eq!(relative(now + chrono::Duration::hours(2), now), "in 2 h");
         assert_eq!(relative(now - chrono::Duration::days(3), now), "3 d ago");
     }
@@ -227,8 +233,11 @@ mod tests {
 
     #[test]
     fn json_is_escaped_when_shown() {
-        let shown = json_block("payload", &serde_json::json!({"x": "</pre><script>alert(1)</script>"}))
-            .into_string();
+        let shown = json_block(
+            "payload",
+            &serde_json::json!({"x": "</pre><script>alert(1)</script>"}),
+        )
+        .into_string();
         assert!(!shown.contains("<script>"), "{shown}");
         assert!(shown.contains("&lt;script&gt;"), "{shown}");
     }

@@ -85,12 +85,12 @@ async fn secure_headers(mut response: Response) -> Response {
 }
 
 /// A form body as name/value pairs (names may repeat).
-pub(crate) fn form_pairs(body: &Bytes) -> Result<Vec<(String, String)>, Response> {
+pub(crate) fn form_pairs(body: &Bytes) -> Result<Vec<(String, String)>, ApiError> {
     serde_urlencoded::from_bytes(body).map_err(|e| {
-        error_page(ApiError::new(
+        ApiError::new(
             kiln_client::ErrorCode::InvalidRequest,
             format!("the form could not be read: {e}"),
-        ))
+        )
     })
 }
 
@@ -161,7 +161,7 @@ fn login_form(
 async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let form = match form_pairs(&body) {
         Ok(form) => form,
-        Err(response) => return response,
+        Err(error) => return error_page(error),
     };
     let next = safe_next(field(&form, "next")).to_owned();
     let token = field(&form, session::CSRF_FIELD).unwrap_or_default();
@@ -193,7 +193,13 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
             "The key {:?} has scope {}; the dashboard needs a key of scope admin.",
             key.name, key.scope
         );
-        return login_form(&state, &headers, &next, Some(&message), StatusCode::FORBIDDEN);
+        return login_form(
+            &state,
+            &headers,
+            &next,
+            Some(&message),
+            StatusCode::FORBIDDEN,
+        );
     }
     let mut response = Redirect::to(&next).into_response();
     if let Ok(value) = HeaderValue::from_str(&session::session_cookie(&state, &key)) {
@@ -203,12 +209,8 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
 }
 
 async fn logout(session: session::Session, body: Bytes) -> Response {
-    let form = match form_pairs(&body) {
-        Ok(form) => form,
-        Err(response) => return response,
-    };
-    if let Err(response) = session.check_csrf(&form) {
-        return response;
+    if let Err(error) = form_pairs(&body).and_then(|form| session.check_csrf(&form)) {
+        return error_page(error);
     }
     let mut response = Redirect::to("/login").into_response();
     if let Ok(value) = HeaderValue::from_str(&session::cleared_session_cookie()) {

@@ -93,22 +93,22 @@ pub(super) async fn act(
                     .and_then(|v| v.trim().parse::<i32>().ok())
                     .filter(|l| *l >= 1)
                     .ok_or_else(|| {
-                        error_page(ApiError::new(
+                        ApiError::new(
                             ErrorCode::InvalidOption,
                             "the limit must be a whole number of at least 1",
-                        ))
+                        )
                     })?;
                 queues.set_limit(&name, Some(limit)).await
             }
             _ => {
-                return Err(error_page(ApiError::new(
+                return Err(ApiError::new(
                     ErrorCode::NotFound,
                     format!("no queue action {action:?}: use pause, resume, limit or reset"),
-                )))
+                ))
             }
         };
-        done.map_err(|e| error_page(e.into()))?;
-        Ok::<_, Response>(Redirect::to("/queues").into_response())
+        done?;
+        Ok::<_, ApiError>(Redirect::to("/queues").into_response())
     };
-    result.await.unwrap_or_else(|response| response)
+    result.await.unwrap_or_else(error_page)
 }

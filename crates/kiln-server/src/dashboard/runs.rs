@@ -12,8 +12,8 @@ use maud::{html, Markup};
 use uuid::Uuid;
 
 use super::layout::{
-    csrf, duration, fragment, json_block, kind_name, page, short_id, status_badge, when,
-    when_long, Nav,
+    csrf, duration, fragment, json_block, kind_name, page, short_id, status_badge, when, when_long,
+    Nav,
 };
 use super::session::Session;
 use super::{error_page, field, form_pairs};
@@ -100,7 +100,10 @@ impl Filters {
                 .map(str::to_owned)
                 .collect(),
             concurrency_key: self.one("key").map(str::to_owned),
-            created_after: self.one("from").map(|v| parse_time("from", v)).transpose()?,
+            created_after: self
+                .one("from")
+                .map(|v| parse_time("from", v))
+                .transpose()?,
             created_before: self.one("to").map(|v| parse_time("to", v)).transpose()?,
             parent_run_id: self.uuid("parent")?,
             root_only: self.one("root") == Some("1"),
@@ -173,10 +176,7 @@ pub(super) async fn list(
 }
 
 fn filter_form(filters: &Filters, tasks: &[kiln_client::TaskRow]) -> Markup {
-    let chosen: Vec<&str> = filters
-        .all("status")
-        .flat_map(|s| s.split(','))
-        .collect();
+    let chosen: Vec<&str> = filters.all("status").flat_map(|s| s.split(',')).collect();
     let task = filters.one("task").unwrap_or_default();
     html! {
         form class="filters" method="get" action="/runs" {
@@ -204,8 +204,8 @@ fn filter_form(filters: &Filters, tasks: &[kiln_client::TaskRow]) -> Markup {
                 label { "Queue " input type="text" name="queue" value=[filters.one("queue")]; }
                 label { "Tag " input type="text" name="tag" value=[filters.one("tag")]; }
                 label { "Key " input type="text" name="key" value=[filters.one("key")] placeholder="concurrency key"; }
-                label { "From " input type="datetime-local" name="from" value=[filters.one("from")]; }
-                label { "To " input type="datetime-local" name="to" value=[filters.one("to")]; }
+                label { "From (UTC) " input type="datetime-local" name="from" value=[filters.one("from")]; }
+                label { "To (UTC) " input type="datetime-local" name="to" value=[filters.one("to")]; }
                 label class="check" { input type="checkbox" name="root" value="1" checked[filters.one("root") == Some("1")]; " root runs only" }
                 @if let Some(parent) = filters.one("parent") {
                     input type="hidden" name="parent" value=(parent);
@@ -268,10 +268,14 @@ fn run_duration(run: &Run, now: DateTime<Utc>) -> Option<String> {
 }
 
 /// `GET /runs/{id}`: one run.
-pub(super) async fn detail(session: Session, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub(super) async fn detail(
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(error) => return error_page(error),
     };
     let runs = session.client.runs();
     let run = match runs.retrieve(id).await {
@@ -352,7 +356,12 @@ pub(super) async fn detail(session: Session, headers: HeaderMap, Path(id): Path<
             }
         }
     };
-    page(&session, &format!("Run {}", short_id(run.id)), Nav::Runs, body)
+    page(
+        &session,
+        &format!("Run {}", short_id(run.id)),
+        Nav::Runs,
+        body,
+    )
 }
 
 fn facts(run: &Run, now: DateTime<Utc>) -> Markup {
@@ -461,17 +470,17 @@ fn children_table(children: &[Run], now: DateTime<Utc>) -> Markup {
     }
 }
 
-fn parse_id(id: &str) -> Result<Uuid, Response> {
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| {
-        error_page(ApiError::new(
+        ApiError::new(
             ErrorCode::InvalidRequest,
             format!("{id:?} is not a run id (a UUID such as 0193a5c2-...)"),
-        ))
+        )
     })
 }
 
 /// Reads a form after checking its CSRF token.
-fn checked_form(session: &Session, body: &Bytes) -> Result<Vec<(String, String)>, Response> {
+fn checked_form(session: &Session, body: &Bytes) -> Result<Vec<(String, String)>, ApiError> {
     let form = form_pairs(body)?;
     session.check_csrf(&form)?;
     Ok(form)
@@ -482,15 +491,10 @@ pub(super) async fn cancel(session: Session, Path(id): Path<String>, body: Bytes
     let result = async {
         let id = parse_id(&id)?;
         checked_form(&session, &body)?;
-        session
-            .client
-            .runs()
-            .cancel_unfinished(id)
-            .await
-            .map_err(|e| error_page(e.into()))?;
-        Ok::<_, Response>(Redirect::to(&format!("/runs/{id}")).into_response())
+        session.client.runs().cancel_unfinished(id).await?;
+        Ok::<_, ApiError>(Redirect::to(&format!("/runs/{id}")).into_response())
     };
-    result.await.unwrap_or_else(|response| response)
+    result.await.unwrap_or_else(error_page)
 }
 
 /// `POST /runs/{id}/replay`: a new run with the (possibly edited) payload; goes to it.
@@ -501,21 +505,16 @@ pub(super) async fn replay(session: Session, Path(id): Path<String>, body: Bytes
         let payload = match field(&form, "payload").map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(serde_json::from_str(text).map_err(|e| {
-                error_page(ApiError::new(
+                ApiError::new(
                     ErrorCode::InvalidPayload,
                     format!("the payload is not valid JSON: {e}; go back and correct it"),
-                ))
+                )
             })?),
         };
-        let handle = session
-            .client
-            .runs()
-            .replay(id, payload)
-            .await
-            .map_err(|e| error_page(e.into()))?;
-        Ok::<_, Response>(Redirect::to(&format!("/runs/{}", handle.id)).into_response())
+        let handle = session.client.runs().replay(id, payload).await?;
+        Ok::<_, ApiError>(Redirect::to(&format!("/runs/{}", handle.id)).into_response())
     };
-    result.await.unwrap_or_else(|response| response)
+    result.await.unwrap_or_else(error_page)
 }
 
 /// `POST /runs/{id}/reschedule`.
@@ -523,16 +522,11 @@ pub(super) async fn reschedule(session: Session, Path(id): Path<String>, body: B
     let result = async {
         let id = parse_id(&id)?;
         let form = checked_form(&session, &body)?;
-        let at = parse_time("at", field(&form, "at").unwrap_or_default()).map_err(error_page)?;
-        session
-            .client
-            .runs()
-            .reschedule(id, at)
-            .await
-            .map_err(|e| error_page(e.into()))?;
-        Ok::<_, Response>(Redirect::to(&format!("/runs/{id}")).into_response())
+        let at = parse_time("at", field(&form, "at").unwrap_or_default())?;
+        session.client.runs().reschedule(id, at).await?;
+        Ok::<_, ApiError>(Redirect::to(&format!("/runs/{id}")).into_response())
     };
-    result.await.unwrap_or_else(|response| response)
+    result.await.unwrap_or_else(error_page)
 }
 
 #[cfg(test)]
@@ -558,14 +552,25 @@ mod tests {
         );
         let next = filters.with_page("cursor", Uuid::nil());
         assert!(next.contains("status=failed&status=retrying"), "{next}");
-        assert!(next.ends_with("cursor=00000000-0000-0000-0000-000000000000"), "{next}");
+        assert!(
+            next.ends_with("cursor=00000000-0000-0000-0000-000000000000"),
+            "{next}"
+        );
     }
 
     #[test]
     fn a_bad_filter_names_the_field() {
-        let error = Filters::parse(Some("status=finished")).run_filter().unwrap_err();
+        let error = Filters::parse(Some("status=finished"))
+            .run_filter()
+            .unwrap_err();
         assert!(error.message.contains("\"finished\""), "{}", error.message);
-        let error = Filters::parse(Some("from=yesterday")).run_filter().unwrap_err();
-        assert!(error.message.starts_with("from \"yesterday\""), "{}", error.message);
+        let error = Filters::parse(Some("from=yesterday"))
+            .run_filter()
+            .unwrap_err();
+        assert!(
+            error.message.starts_with("from \"yesterday\""),
+            "{}",
+            error.message
+        );
     }
 }

@@ -154,7 +154,7 @@ pub(crate) struct Session {
 
 impl Session {
     /// Refuses a form whose CSRF token is not this session's.
-    pub(crate) fn check_csrf(&self, form: &[(String, String)]) -> Result<(), Response> {
+    pub(crate) fn check_csrf(&self, form: &[(String, String)]) -> Result<(), crate::ApiError> {
         let sent = form
             .iter()
             .find(|(name, _)| name == CSRF_FIELD)
@@ -162,10 +162,10 @@ impl Session {
         if sent == Some(self.csrf.as_str()) {
             Ok(())
         } else {
-            Err(super::error_page(crate::ApiError::new(
+            Err(crate::ApiError::new(
                 kiln_client::ErrorCode::Forbidden,
                 "this form's security token is missing or stale: reload the page and try again",
-            )))
+            ))
         }
     }
 }
@@ -184,7 +184,9 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// A request from another site (its `Origin` names another host) is refused before any form
 /// is read: with SameSite=Strict cookies and the CSRF token, a third line of defence.
 fn cross_site(parts: &Parts) -> bool {
-    parts.method != Method::GET && parts.method != Method::HEAD && cross_site_headers(&parts.headers)
+    parts.method != Method::GET
+        && parts.method != Method::HEAD
+        && cross_site_headers(&parts.headers)
 }
 
 fn sign_in_redirect(parts: &Parts) -> Response {
