@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kiln::{task, Context, Error, Result, RunStatus, TriggerOptions};
 use serde::{Deserialize, Serialize};
-use support::webdriver::{browser_or_skip, Browser, PATIENCE};
+use support::webdriver::{browser_or_skip, free_port, Browser, PATIENCE};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 const SECRET: &str = "a-test-session-secret-of-at-least-32-chars";
@@ -63,10 +63,7 @@ impl Drop for Server {
 }
 
 async fn start_server(url: &str) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = free_port();
     let child = Command::new(KILN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", url)

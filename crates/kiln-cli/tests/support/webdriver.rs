@@ -58,7 +58,8 @@ impl Drop for Browser {
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port nothing listens on now.
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -213,6 +214,10 @@ impl Browser {
     /// The visible text of the first element matching `css`.
     pub(crate) async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
+        self.element_text(&element).await
+    }
+
+    async fn element_text(&self, element: &str) -> String {
         self.command(
             reqwest::Method::GET,
             &format!("/element/{element}/text"),
@@ -231,16 +236,7 @@ impl Browser {
         loop {
             let elements = self.all(css).await;
             if let Some(element) = elements.first() {
-                let text = self
-                    .command(
-                        reqwest::Method::GET,
-                        &format!("/element/{element}/text"),
-                        None,
-                    )
-                    .await
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
+                let text = self.element_text(element).await;
                 if text.contains(expected) {
                     return text;
                 }
