@@ -341,6 +341,107 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
     stop_worker.cancel();
 }
 
+/// Signs `browser` in with `secret` and waits for the runs page.
+async fn sign_in(browser: &Browser, base: &str, secret: &str) {
+    browser.goto(&format!("{base}/login")).await;
+    browser.fill("#key", secret).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_for_text("h1", "Runs", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_test_triggers_a_task_and_creates_a_schedule_checked_as_typed() {
+    let test = "dashboard tasks and schedules browser test";
+    let Some((chromium, driver)) = browser_or_skip(test) else {
+        return;
+    };
+    let url = test_database().await;
+    let stop_worker = start_worker(&url).await;
+    let client = kiln::Client::connect(&url).await.expect("a client");
+    let admin = client
+        .keys()
+        .create("ops", kiln::Scope::Admin)
+        .await
+        .expect("an admin key");
+    let server = start_server(&url).await;
+    let base = &server.base;
+    let browser = Browser::start(&chromium, &driver, &shots_dir()).await;
+    sign_in(&browser, base, &admin.secret).await;
+
+    // Tasks: the registered task, served by the alive worker; Test triggers a run and opens it.
+    browser.goto(&format!("{base}/tasks")).await;
+    let row = browser
+        .wait_for_text("table.tasks", "dash-calendar-sync", true)
+        .await;
+    assert!(row.contains("worker alive"), "{row}");
+    browser.screenshot("09-tasks").await;
+    browser
+        .click("table.tasks a[href='/tasks/dash-calendar-sync']")
+        .await;
+    browser
+        .wait_for_text("h1", "dash-calendar-sync", false)
+        .await;
+    browser
+        .fill("#test-payload", r#"{"ws_id": "ws_tested", "fail": false}"#)
+        .await;
+    browser.fill("input[name=key]", "ws_tested").await;
+    browser.screenshot("10-task-test").await;
+    browser.click("form.test button[type=submit]").await;
+    browser.wait_for_text("h1", "completed", true).await;
+    let facts = browser.text(".facts").await;
+    assert!(facts.contains("ws_tested"), "{facts}");
+    assert!(
+        facts.contains("test"),
+        "a test run carries the tag test: {facts}"
+    );
+    let output = browser.text("details.json:nth-of-type(2)").await;
+    assert!(output.contains("\"success\": true"), "{output}");
+
+    // A bad cron expression is named as it is typed and refused on submit; nothing is created.
+    browser.goto(&format!("{base}/schedules")).await;
+    browser.fill("#cron", "61 * * * *").await;
+    let preview = browser.wait_for_text("#cron-preview", "61", false).await;
+    assert!(!preview.contains("Next"), "{preview}");
+    browser.screenshot("11-schedule-bad-cron").await;
+    browser
+        .click("form.schedule-form button[type=submit]")
+        .await;
+    let problem = browser
+        .wait_for_text("form.schedule-form [role=alert]", "61", false)
+        .await;
+    assert!(!problem.is_empty());
+    assert!(client.schedules().list(None).await.unwrap().is_empty());
+
+    // A good one shows its next five fire times, then is created and listed.
+    browser.fill("#cron", "*/5 * * * *").await;
+    browser.fill("#timezone", "Europe/Berlin").await;
+    browser
+        .wait_for_text("#cron-preview", "Next 5 fire times (Europe/Berlin)", false)
+        .await;
+    assert_eq!(browser.all("#cron-preview .fire-times li").await.len(), 5);
+    browser.screenshot("12-schedule-good-cron").await;
+    browser
+        .click("form.schedule-form button[type=submit]")
+        .await;
+    let table = browser
+        .wait_for_text("table.schedules", "*/5 * * * *", false)
+        .await;
+    assert!(table.contains("Europe/Berlin"), "{table}");
+    let schedules = client.schedules().list(None).await.unwrap();
+    assert_eq!(schedules.len(), 1);
+    assert!(schedules[0].active);
+    browser.screenshot("13-schedules").await;
+    browser
+        .click("table.schedules form[action$='/deactivate'] button")
+        .await;
+    browser
+        .wait_for_text("table.schedules", "inactive", false)
+        .await;
+    assert!(!client.schedules().list(None).await.unwrap()[0].active);
+
+    stop_worker.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_without_the_session_token_or_from_another_site_are_refused() {
     let url = test_database().await;

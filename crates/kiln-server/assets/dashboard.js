@@ -1,5 +1,6 @@
-// Kiln dashboard: live refresh of sections marked data-live, a pause button for them, and a
-// confirmation before forms marked data-confirm. Pages work without it.
+// Kiln dashboard: live refresh of sections marked data-live, a pause button for them, fields
+// checked by the server as they are typed (data-check), and a confirmation before forms marked
+// data-confirm. Pages work without it.
 (function () {
   "use strict";
   var paused = {};
@@ -31,11 +32,38 @@
     });
   }
 
+  // Asks the server what it makes of a form's fields (a cron pattern and its timezone) and
+  // shows its answer in the element named by data-check-target.
+  function check(input) {
+    var form = input.form;
+    var target = document.getElementById(input.getAttribute("data-check-target"));
+    if (!form || !target) return;
+    var params = new URLSearchParams();
+    form.querySelectorAll("[data-check]").forEach(function (field) { params.append(field.name, field.value); });
+    fetch(input.getAttribute("data-check") + "?" + params.toString(), { credentials: "same-origin" })
+      .then(function (r) { if (!r.ok) throw new Error("status " + r.status); return r.text(); })
+      .then(function (html) {
+        target.innerHTML = html;
+        // The answer replaces what an earlier submit said about these fields.
+        form.querySelectorAll(".flash.error").forEach(function (old) {
+          if (!target.contains(old)) old.remove();
+        });
+      })
+      .catch(function () { /* the next keystroke tries again */ });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-live]").forEach(function (section) {
       var every = parseInt(section.getAttribute("data-live-every"), 10) || 3000;
       bindToggles(section);
       window.setInterval(function () { refresh(section); }, every);
+    });
+    document.querySelectorAll("[data-check]").forEach(function (input) {
+      var timer = null;
+      input.addEventListener("input", function () {
+        window.clearTimeout(timer);
+        timer = window.setTimeout(function () { check(input); }, 250);
+      });
     });
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (event) {

@@ -22,7 +22,9 @@ const COLLAPSE_JSON_ABOVE: usize = 2_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Nav {
     Runs,
+    Tasks,
     Queues,
+    Schedules,
     Workers,
 }
 
@@ -67,7 +69,9 @@ pub(super) fn page(session: &Session, title: &str, nav: Nav, body: Markup) -> Re
                     a class="brand" href="/runs" { "Kiln" }
                     nav aria-label="Main" {
                         a href="/runs" aria-current=[(nav == Nav::Runs).then_some("page")] { "Runs" }
+                        a href="/tasks" aria-current=[(nav == Nav::Tasks).then_some("page")] { "Tasks" }
                         a href="/queues" aria-current=[(nav == Nav::Queues).then_some("page")] { "Queues" }
+                        a href="/schedules" aria-current=[(nav == Nav::Schedules).then_some("page")] { "Schedules" }
                         a href="/workers" aria-current=[(nav == Nav::Workers).then_some("page")] { "Workers" }
                     }
                     div class="who" {

@@ -4,13 +4,17 @@
 //!
 //! Pages: runs (filters in the URL, cursor pages, live refresh), a run (timings, payload,
 //! output, error chain, attempts, logs, children; cancel, replay with an edited payload,
-//! reschedule), queues (pause, resume, limit override) and workers. Sign-in takes an admin API
+//! reschedule), tasks (with a Test form that triggers a run), queues (pause, resume, limit
+//! override), schedules (create, edit, activate, with the cron expression checked as it is
+//! typed) and workers. Sign-in takes an admin API
 //! key; `kiln dev` turns on development mode, where no sign-in is asked and every page says so.
 
 mod layout;
 mod queues;
 mod runs;
+mod schedules;
 mod session;
+mod tasks;
 mod workers;
 
 use std::sync::Arc;
@@ -54,6 +58,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/replay", post(runs::replay))
         .route("/runs/{id}/reschedule", post(runs::reschedule))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::detail))
+        .route("/tasks/{id}/test", post(tasks::test))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route("/schedules/check", get(schedules::check))
+        .route("/schedules/{id}", get(schedules::edit_page))
+        .route("/schedules/{id}/{action}", post(schedules::act))
         .route("/queues", get(queues::list))
         .route("/queues/{name}/{action}", post(queues::act))
         .route("/workers", get(workers::list))
