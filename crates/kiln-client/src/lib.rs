@@ -18,6 +18,7 @@
 
 mod audit;
 pub mod backoff;
+mod bulk;
 mod error;
 mod keys;
 pub mod metrics;
@@ -34,6 +35,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use audit::{Audit, AuditEntry, DEFAULT_ACTOR, MAX_AUDIT_PAGE};
+pub use bulk::{
+    BulkAction, BulkProgress, BulkSelection, BULK_BATCH, DEFAULT_BULK_CAP, MAX_BULK_CAP,
+};
 pub use error::{ClientError, ErrorCode};
 pub use keys::{hash_secret, Access, ApiKey, CreatedKey, Keys, Scope, MAX_KEY_NAME, SECRET_PREFIX};
 pub use kiln_core::{

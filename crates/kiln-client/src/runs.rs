@@ -125,23 +125,13 @@ impl<'a> Runs<'a> {
         payload: Option<serde_json::Value>,
     ) -> Result<RunHandle, ClientError> {
         let original = self.retrieve(id).await?;
-        let options = TriggerOptions {
-            concurrency_key: original.concurrency_key.clone(),
-            queue: Some(original.queue.clone()),
-            tags: original.tags.clone(),
-            metadata: Some(original.metadata.clone()),
-            max_attempts: Some(original.max_attempts),
-            replay_of: Some(original.id),
-            allow_unregistered: true,
-            ..TriggerOptions::default()
-        };
-        let payload = payload.unwrap_or(original.payload);
+        let payload = payload.unwrap_or_else(|| original.payload.clone());
         ClientError::check_payload(&original.task_id, &payload)?;
         self.ops
             .client
             .check_payload_schema(&original.task_id, &payload)
             .await?;
-        let spec = RunSpec { payload, options };
+        let spec = replay_spec(&original, payload);
         let mut runs =
             run_insert_many(self.ops.pool, &original.task_id, None, &[spec], true).await?;
         let handle: RunHandle = runs.remove(0).into();
@@ -153,6 +143,25 @@ impl<'a> Runs<'a> {
             )
             .await;
         Ok(handle)
+    }
+
+    /// How many runs match `filter` (its page position ignored), counting at most `at_most`.
+    pub async fn count(&self, filter: &RunFilter, at_most: u64) -> Result<u64, ClientError> {
+        Ok(kiln_store::run::run_count(self.ops.pool, filter, at_most).await?)
+    }
+
+    /// Cancels or replays many runs, chosen by id or by a filter, in batches of
+    /// [`BULK_BATCH`](crate::BULK_BATCH), stopping after `cap` runs (at most
+    /// [`MAX_BULK_CAP`](crate::MAX_BULK_CAP)). `report` sees the progress after each batch. One
+    /// audit entry records the selection and the result.
+    pub async fn bulk(
+        &self,
+        action: crate::BulkAction,
+        selection: crate::BulkSelection,
+        cap: u64,
+        report: impl FnMut(crate::BulkProgress),
+    ) -> Result<crate::BulkProgress, ClientError> {
+        crate::bulk::run_bulk(self.ops, action, selection, cap, report).await
     }
 
     /// Moves a run that has not started yet to become available at `at` (a later time delays
@@ -176,5 +185,23 @@ impl<'a> Runs<'a> {
             RescheduleOutcome::NotFound => Err(ClientError::RunNotFound(id)),
             RescheduleOutcome::NotWaiting(status) => Err(ClientError::NotWaiting { id, status }),
         }
+    }
+}
+
+/// The spec of a replay of `original` with `payload`: same task, queue, concurrency key, tags,
+/// metadata and attempts, and `replay_of` naming the original.
+pub(crate) fn replay_spec(original: &Run, payload: serde_json::Value) -> RunSpec {
+    RunSpec {
+        payload,
+        options: TriggerOptions {
+            concurrency_key: original.concurrency_key.clone(),
+            queue: Some(original.queue.clone()),
+            tags: original.tags.clone(),
+            metadata: Some(original.metadata.clone()),
+            max_attempts: Some(original.max_attempts),
+            replay_of: Some(original.id),
+            allow_unregistered: true,
+            ..TriggerOptions::default()
+        },
     }
 }

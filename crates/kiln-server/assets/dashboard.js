@@ -16,8 +16,28 @@
       .then(function (html) {
         section.innerHTML = html;
         bindToggles(section);
+        bindSelection(section);
       })
       .catch(function () { /* the next tick tries again */ });
+  }
+
+  // Ticking a run stops the refresh of its section, so the choice is not swept away.
+  function bindSelection(root) {
+    root.querySelectorAll("[data-select-all]").forEach(function (all) {
+      all.onchange = function () {
+        root.querySelectorAll("input[type=checkbox][name=" + all.getAttribute("data-select-all") + "]")
+          .forEach(function (box) { box.checked = all.checked; });
+      };
+    });
+    root.querySelectorAll("input[type=checkbox]").forEach(function (box) {
+      box.addEventListener("change", function () {
+        var live = box.closest("[data-live]");
+        if (live && box.checked) {
+          paused[live.getAttribute("data-live")] = true;
+          bindToggles(live);
+        }
+      });
+    });
   }
 
   function bindToggles(root) {
@@ -56,6 +76,7 @@
     document.querySelectorAll("[data-live]").forEach(function (section) {
       var every = parseInt(section.getAttribute("data-live-every"), 10) || 3000;
       bindToggles(section);
+      bindSelection(section);
       window.setInterval(function () { refresh(section); }, every);
     });
     document.querySelectorAll("[data-check]").forEach(function (input) {

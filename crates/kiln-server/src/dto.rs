@@ -344,6 +344,64 @@ pub struct ReplayRequest {
     pub payload: Option<Value>,
 }
 
+/// Which runs a bulk action takes: `ids`, or every run matching `filter`; at most `limit` runs
+/// (100,000 unless given; 1,000,000 at most).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// These runs.
+    pub ids: Option<Vec<Uuid>>,
+    /// Every run matching this filter.
+    pub filter: Option<BulkFilter>,
+    /// The most runs to take.
+    pub limit: Option<u64>,
+}
+
+/// The runs filter of a bulk action, with the names of `GET /api/v1/runs`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkFilter {
+    /// Statuses (`failed`, `queued`, ..., and `retrying`).
+    #[serde(default)]
+    pub status: Vec<String>,
+    /// Tasks.
+    #[serde(default)]
+    pub task: Vec<String>,
+    /// Runs carrying every one of these tags.
+    #[serde(default)]
+    pub tag: Vec<String>,
+    /// A queue.
+    pub queue: Option<String>,
+    /// A concurrency key.
+    pub concurrency_key: Option<String>,
+    /// Triggered at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Triggered before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// Children of this run.
+    pub parent: Option<Uuid>,
+    /// Only runs with no parent.
+    #[serde(default)]
+    pub root_only: bool,
+}
+
+/// What a bulk action did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkResponse {
+    /// `cancel` or `replay`.
+    pub action: String,
+    /// Runs selected.
+    pub matched: u64,
+    /// Runs canceled, or new runs a replay triggered.
+    pub done: u64,
+    /// Runs left as they were (already finished, not found, or a payload its task's schema now
+    /// refuses).
+    pub skipped: u64,
+    /// True when the action stopped at its limit with more runs matching.
+    pub capped: bool,
+}
+
 /// Move a run that has not started: `delay` from now, or `at` an RFC 3339 time.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

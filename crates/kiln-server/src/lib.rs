@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest body of `POST /api/v1/tasks/{taskId}/batch`.
     pub max_batch_body_bytes: usize,
+    /// Runs one bulk action (API or dashboard) takes at most, and by default.
+    pub bulk_cap: u64,
     /// The dashboard asks no sign-in and says so on every page (`kiln dev` only).
     pub dashboard_dev_mode: bool,
     /// The secret dashboard sessions are signed with. Without one, a random secret is drawn
@@ -64,6 +66,7 @@ impl Default for ServerConfig {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_batch_body_bytes: DEFAULT_MAX_BATCH_BODY_BYTES,
+            bulk_cap: kiln_client::DEFAULT_BULK_CAP,
             dashboard_dev_mode: false,
             session_secret: None,
         }
@@ -109,6 +112,7 @@ impl AppState {
     paths(
         routes::trigger_task, routes::batch_trigger, routes::list_runs, routes::get_run,
         routes::wait_run, routes::run_logs, routes::cancel_run, routes::replay_run, routes::reschedule_run,
+        routes::bulk_runs,
         routes::list_tasks, routes::list_queues, routes::get_queue, routes::pause_queue,
         routes::resume_queue, routes::override_queue_limit, routes::reset_queue_limit,
         routes::list_schedules, routes::create_schedule, routes::get_schedule,
@@ -211,6 +215,7 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/cancel", post(routes::cancel_run))
         .route("/runs/{id}/replay", post(routes::replay_run))
         .route("/runs/{id}/reschedule", post(routes::reschedule_run))
+        .route("/runs/bulk/{action}", post(routes::bulk_runs))
         .route("/queues", get(routes::list_queues))
         .route("/queues/{name}", get(routes::get_queue))
         .route("/queues/{name}/pause", post(routes::pause_queue))

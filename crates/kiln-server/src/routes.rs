@@ -351,6 +351,89 @@ pub(crate) async fn cancel_run(
 }
 
 #[utoipa::path(
+    post, path = "/api/v1/runs/bulk/{action}", tag = "runs",
+    params(("action" = String, Path, description = "`cancel` or `replay`")),
+    request_body(content = BulkRequest, description = "The runs: `ids` or a `filter`, and a `limit`"),
+    responses(
+        (status = 200, description = "Done: how many runs were matched, acted on and skipped", body = BulkResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 404, description = "No such bulk action", body = ErrorBody),
+        (status = 422, description = "A filter value or the limit is refused", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn bulk_runs(
+    State(state): State<AppState>,
+    caller: Caller<Admin>,
+    ApiPath(action): ApiPath<String>,
+    ApiJson(request): ApiJson<BulkRequest>,
+) -> ApiResult<Json<BulkResponse>> {
+    let action: kiln_client::BulkAction = action
+        .parse()
+        .map_err(|message| ApiError::new(ErrorCode::NotFound, message))?;
+    let selection = match (request.ids, request.filter) {
+        (Some(ids), None) => kiln_client::BulkSelection::Ids(ids),
+        (None, Some(filter)) => kiln_client::BulkSelection::Filter(bulk_filter(filter)?),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give either ids or filter: {\"ids\": [...]} or {\"filter\": {\"status\": [\"failed\"]}}",
+            ))
+        }
+    };
+    let cap = request.limit.unwrap_or(state.config.bulk_cap);
+    if cap > state.config.bulk_cap {
+        return Err(ApiError::new(
+            ErrorCode::InvalidOption,
+            format!(
+                "limit {cap} is over this server's bulk cap of {} runs: act in several requests",
+                state.config.bulk_cap
+            ),
+        ));
+    }
+    let done = caller
+        .client
+        .runs()
+        .bulk(action, selection, cap, |_| {})
+        .await
+        .map_err(|e| match e {
+            kiln_client::ClientError::Invalid(message) => {
+                ApiError::new(ErrorCode::InvalidOption, message)
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(BulkResponse {
+        action: action.as_str().to_owned(),
+        matched: done.matched,
+        done: done.done,
+        skipped: done.skipped,
+        capped: done.capped,
+    }))
+}
+
+/// A bulk request's filter as the operations layer takes it.
+pub(crate) fn bulk_filter(filter: BulkFilter) -> Result<RunFilter, ApiError> {
+    let (statuses, retrying) =
+        kiln_core::parse_status_names(filter.status.iter().map(String::as_str))
+            .map_err(|message| ApiError::new(ErrorCode::InvalidOption, message))?;
+    Ok(RunFilter {
+        task_ids: filter.task,
+        statuses,
+        retrying,
+        queue: filter.queue,
+        tags: filter.tag,
+        concurrency_key: filter.concurrency_key,
+        created_after: filter.from,
+        created_before: filter.to,
+        parent_run_id: filter.parent,
+        root_only: filter.root_only,
+        ..RunFilter::default()
+    })
+}
+
+#[utoipa::path(
     post, path = "/api/v1/runs/{id}/replay", tag = "runs",
     params(("id" = Uuid, Path, description = "The run's id")),
     request_body(content = ReplayRequest, description = "Optional: a new payload"),

@@ -1317,3 +1317,131 @@ async fn each_route_answers_its_documented_not_found_conflict_and_range_errors()
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["deduplicationKey"], "one");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_cancel_and_replay_take_runs_by_filter_or_ids_up_to_a_limit_and_are_audited() {
+    let api = Api::new().await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let (status, run) = api
+            .post(
+                "/api/v1/tasks/echo/trigger",
+                &api.trigger,
+                json!({"payload": {"ws_id": format!("ws_{i}")},
+                       "options": {"delay": "1h", "tags": ["bulk"]}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{run}");
+        ids.push(run["id"].as_str().unwrap().to_owned());
+    }
+    // A limit stops the action, and says so.
+    let (status, done) = api
+        .post(
+            "/api/v1/runs/bulk/cancel",
+            &api.admin,
+            json!({"filter": {"tag": ["bulk"], "status": ["delayed"]}, "limit": 5}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        done,
+        json!({"action": "cancel", "matched": 5, "done": 5, "skipped": 0, "capped": true})
+    );
+    // The rest, by filter; the canceled ones no longer match.
+    let (_, done) = api
+        .post(
+            "/api/v1/runs/bulk/cancel",
+            &api.admin,
+            json!({"filter": {"tag": ["bulk"], "status": ["delayed"]}}),
+        )
+        .await;
+    assert_eq!(
+        done,
+        json!({"action": "cancel", "matched": 7, "done": 7, "skipped": 0, "capped": false})
+    );
+    let (_, delayed) = api
+        .get("/api/v1/runs?tag=bulk&status=delayed", &api.read)
+        .await;
+    assert_eq!(delayed["data"].as_array().unwrap().len(), 0);
+    // By ids: finished and unknown runs are skipped.
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (_, done) = api
+        .post(
+            "/api/v1/runs/bulk/cancel",
+            &api.admin,
+            json!({"ids": [ids[0], ids[1], unknown]}),
+        )
+        .await;
+    assert_eq!(
+        done,
+        json!({"action": "cancel", "matched": 3, "done": 0, "skipped": 3, "capped": false})
+    );
+    // Replay by ids: one new run each, marked as the replay of its original.
+    let (status, done) = api
+        .post(
+            "/api/v1/runs/bulk/replay",
+            &api.admin,
+            json!({"ids": [ids[0], ids[1]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["done"], 2);
+    let (_, all) = api.get("/api/v1/runs?tag=bulk&limit=100", &api.read).await;
+    let replays: Vec<&str> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["replayOf"].as_str())
+        .collect();
+    assert_eq!(replays.len(), 2);
+    assert!(replays.contains(&ids[0].as_str()) && replays.contains(&ids[1].as_str()));
+
+    // Bad requests are named; a key that may not administer is refused.
+    let (status, body) = api
+        .post(
+            "/api/v1/runs/bulk/delete",
+            &api.admin,
+            json!({"ids": [ids[0]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(message(&body).contains("cancel or replay"), "{body}");
+    let (status, body) = api
+        .post("/api/v1/runs/bulk/cancel", &api.admin, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = api
+        .post(
+            "/api/v1/runs/bulk/cancel",
+            &api.admin,
+            json!({"filter": {"status": ["finished"]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(message(&body).contains("\"finished\""), "{body}");
+    let (status, _) = api
+        .post(
+            "/api/v1/runs/bulk/cancel",
+            &api.admin,
+            json!({"ids": [ids[2]], "limit": 2_000_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api
+        .post(
+            "/api/v1/runs/bulk/cancel",
+            &api.trigger,
+            json!({"ids": [ids[2]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (_, audit) = api.get("/api/v1/audit", &api.read).await;
+    let bulk: Vec<&Value> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("runs.bulk_"))
+        .collect();
+    assert_eq!(bulk.len(), 4, "one audit entry per bulk action: {bulk:?}");
+}

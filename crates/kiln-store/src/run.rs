@@ -215,15 +215,8 @@ pub async fn run_get(pool: &Pool, id: Uuid) -> Result<Option<Run>> {
     Ok(Some(run))
 }
 
-/// Lists runs newest first, filtered, with cursor pagination.
-pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
-    let limit = filter.limit.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(StoreError::Invalid(format!(
-            "page size must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
-        )));
-    }
-    let mut q = sqlx::QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM kiln.runs WHERE true"));
+/// Appends the conditions of `filter` (all but its page position) to a `WHERE true` query.
+fn push_run_filter(q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &RunFilter) {
     if !filter.task_ids.is_empty() {
         q.push(" AND task_id = ANY(")
             .push_bind(filter.task_ids.clone())
@@ -265,6 +258,34 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
     if let Some(key) = &filter.idempotency_key {
         q.push(" AND idempotency_key = ").push_bind(key.clone());
     }
+}
+
+/// How many runs match `filter` (its page position ignored), counting at most `at_most`: the
+/// count of a bulk action's confirmation, bounded so that it costs at most what the action would.
+pub async fn run_count(pool: &Pool, filter: &RunFilter, at_most: u64) -> Result<u64> {
+    let mut q = sqlx::QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM kiln.runs WHERE true");
+    push_run_filter(&mut q, filter);
+    q.push(" LIMIT ")
+        .push_bind(at_most as i64)
+        .push(") matched");
+    let n: i64 = q
+        .build_query_scalar()
+        .fetch_one(pool)
+        .await
+        .map_err(db("counting runs"))?;
+    Ok(n as u64)
+}
+
+/// Lists runs newest first, filtered, with cursor pagination.
+pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
+    let limit = filter.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(StoreError::Invalid(format!(
+            "page size must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
+        )));
+    }
+    let mut q = sqlx::QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM kiln.runs WHERE true"));
+    push_run_filter(&mut q, filter);
     if let Some(cursor) = filter.cursor {
         q.push(" AND id < ").push_bind(cursor);
     }
@@ -317,30 +338,38 @@ pub async fn run_count_children(pool: &Pool, id: Uuid) -> Result<i64> {
 }
 
 /// The run `$1` and its descendants (canceling a parent cancels its unfinished children).
+/// The runs a cancel of the runs in `$1` (an array) reaches: them and their descendants.
 const RUN_TREE: &str = "tree AS (
-    SELECT $1::uuid AS id
+    SELECT unnest($1::uuid[]) AS id
     UNION
     SELECT c.id FROM kiln.runs c JOIN tree t ON c.parent_run_id = t.id
      WHERE c.parent_run_id IS NOT NULL)";
 
-/// Cancels a run that has not finished. A waiting run leaves the queue at once; an executing run's
-/// worker is notified (channel `kiln_cancel`) and fires the run's cancellation token, and its lease
-/// (and concurrency slot) is held until the body has stopped.
-/// Its unfinished descendants are canceled with it.
-pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
-    let mut tx = pool.begin().await.map_err(db("canceling a run"))?;
-    // Lock order: `ready` rows before `runs` rows, as a claim takes them, so that a cancel and a
-    // claim of the same run cannot deadlock.
+/// What canceling the runs in `$1` did to each of them.
+#[derive(Debug)]
+struct Canceled {
+    /// Each requested run found, with its status before and whether this cancel ended it.
+    found: Vec<(Uuid, RunStatus, bool)>,
+}
+
+/// Cancels the unfinished runs among `ids`, with their unfinished descendants, in one
+/// transaction. A waiting run leaves the queue at once; an executing run's worker is notified
+/// (channel `kiln_cancel`) and fires the run's cancellation token, and its lease (and concurrency
+/// slot) is held until the body has stopped.
+async fn cancel_trees(pool: &Pool, ids: &[Uuid]) -> Result<Canceled> {
+    let mut tx = pool.begin().await.map_err(db("canceling runs"))?;
+    // Lock order: `ready` rows before `runs` rows, each in id order, as a claim takes them, so
+    // that a cancel and a claim of the same runs cannot deadlock.
     sqlx::query(&format!(
         "WITH RECURSIVE {RUN_TREE}
          SELECT rd.run_id FROM kiln.ready rd WHERE rd.run_id IN (SELECT id FROM tree)
           ORDER BY rd.run_id FOR UPDATE"
     ))
-    .bind(id)
+    .bind(ids)
     .execute(&mut *tx)
     .await
-    .map_err(db("canceling a run"))?;
-    let row: Option<(String, i64)> = sqlx::query_as(&format!(
+    .map_err(db("canceling runs"))?;
+    let rows: Vec<(Uuid, String, bool, i64)> = sqlx::query_as(&format!(
         "WITH RECURSIVE {RUN_TREE},
          target AS (SELECT r.id, r.status FROM kiln.runs r WHERE r.id IN (SELECT id FROM tree)
                      ORDER BY r.id FOR UPDATE),
@@ -348,7 +377,7 @@ pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
              UPDATE kiln.runs r
                 SET status = 'canceled', finished_at = now(), updated_at = now(),
                     error = jsonb_build_object('kind', 'canceled', 'message',
-                        CASE WHEN r.id = $1 THEN 'canceled by request'
+                        CASE WHEN r.id = ANY($1) THEN 'canceled by request'
                              ELSE 'canceled with its parent run' END)
                FROM target t
               WHERE r.id = t.id AND t.status IN ('delayed', 'queued', 'executing', 'waiting')
@@ -359,27 +388,64 @@ pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
                      AND t.id IN (SELECT id FROM canceled)),
          finished AS (SELECT id FROM canceled),
          {FINISHED_NOTIFY}
-         SELECT t.status::text,
-                (SELECT count(*) FROM canceled c WHERE c.id = $1) + 0 * (SELECT count(*) FROM told)
-                + 0 * (SELECT count(*) FROM finished_notify)
-           FROM target t WHERE t.id = $1"
+         -- The last column only makes Postgres evaluate the notifying CTEs.
+         SELECT t.id, t.status::text, t.id IN (SELECT id FROM canceled),
+                (SELECT count(*) FROM told) + (SELECT count(*) FROM finished_notify)
+           FROM target t
+          WHERE t.id = ANY($1)"
     ))
-    .bind(id)
-    .fetch_optional(&mut *tx)
+    .bind(ids)
+    .fetch_all(&mut *tx)
     .await
-    .map_err(db("canceling a run"))?;
-    tx.commit().await.map_err(db("canceling a run"))?;
-    let Some((status, canceled)) = row else {
-        return Ok(CancelOutcome::NotFound);
-    };
-    let was: RunStatus = status
-        .parse()
-        .map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
-    Ok(if canceled > 0 {
-        CancelOutcome::Canceled { was }
-    } else {
-        CancelOutcome::AlreadyFinished(was)
+    .map_err(db("canceling runs"))?;
+    tx.commit().await.map_err(db("canceling runs"))?;
+    let found = rows
+        .into_iter()
+        .map(|(id, status, canceled, _)| {
+            let was: RunStatus = status
+                .parse()
+                .map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
+            Ok((id, was, canceled))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Canceled { found })
+}
+
+/// Cancels a run that has not finished, with its unfinished descendants (see [`cancel_trees`]
+/// for what happens to a waiting and an executing run).
+pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
+    let canceled = cancel_trees(pool, &[id]).await?;
+    Ok(match canceled.found.first() {
+        None => CancelOutcome::NotFound,
+        Some((_, was, true)) => CancelOutcome::Canceled { was: *was },
+        Some((_, was, false)) => CancelOutcome::AlreadyFinished(*was),
     })
+}
+
+/// Cancels the unfinished runs among `ids` (with their unfinished descendants) in one
+/// transaction. Returns how many of `ids` it canceled; runs already finished or not found are
+/// left as they are.
+pub async fn run_cancel_many(pool: &Pool, ids: &[Uuid]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let canceled = cancel_trees(pool, ids).await?;
+    Ok(canceled.found.iter().filter(|(_, _, done)| *done).count() as u64)
+}
+
+/// The runs among `ids` that exist, newest first (without their attempts).
+pub async fn run_list_by_ids(pool: &Pool, ids: &[Uuid]) -> Result<Vec<Run>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM kiln.runs WHERE id = ANY($1) ORDER BY id DESC"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading runs"))?;
+    rows.iter()
+        .map(run_from_row)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(db("reading runs"))
 }
 
 /// Counts runs per status, for one task or for all.

@@ -9,6 +9,7 @@
 //! typed) and workers. Sign-in takes an admin API
 //! key; `kiln dev` turns on development mode, where no sign-in is asked and every page says so.
 
+mod bulk;
 mod layout;
 mod queues;
 mod runs;
@@ -36,6 +37,7 @@ pub use session::{KEY_LIST_TTL, SESSION_TTL};
 pub(crate) struct DashboardState {
     signer: session::Signer,
     live_keys: session::LiveKeys,
+    jobs: bulk::Jobs,
 }
 
 impl DashboardState {
@@ -43,6 +45,7 @@ impl DashboardState {
         Arc::new(Self {
             signer: session::Signer::new(secret),
             live_keys: session::LiveKeys::default(),
+            jobs: bulk::Jobs::default(),
         })
     }
 }
@@ -54,6 +57,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/runs", get(runs::list))
+        .route("/runs/bulk", post(bulk::confirm))
+        .route("/runs/bulk/start", post(bulk::start))
+        .route("/bulk/{id}", get(bulk::progress))
         .route("/runs/{id}", get(runs::detail))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/replay", post(runs::replay))

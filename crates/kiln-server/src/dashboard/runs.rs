@@ -50,12 +50,12 @@ fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
 
 /// The runs filter a query string holds, as the page's form wrote it.
 #[derive(Debug, Default)]
-struct Filters {
+pub(super) struct Filters {
     pairs: Vec<(String, String)>,
 }
 
 impl Filters {
-    fn parse(query: Option<&str>) -> Self {
+    pub(super) fn parse(query: Option<&str>) -> Self {
         let pairs: Vec<(String, String)> = query
             .and_then(|q| serde_urlencoded::from_str(q).ok())
             .unwrap_or_default();
@@ -84,7 +84,7 @@ impl Filters {
             .transpose()
     }
 
-    fn run_filter(&self) -> Result<RunFilter, ApiError> {
+    pub(super) fn run_filter(&self) -> Result<RunFilter, ApiError> {
         let (statuses, retrying) =
             kiln_core::parse_status_names(self.all("status")).map_err(invalid)?;
         Ok(RunFilter {
@@ -129,6 +129,31 @@ impl Filters {
         )
     }
 
+    /// The filter's query string without its page position.
+    fn query(&self) -> String {
+        let pairs: Vec<&(String, String)> = self
+            .pairs
+            .iter()
+            .filter(|(n, _)| n != "cursor" && n != "before")
+            .collect();
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+
+    /// The filter as a reader sees it: `status=failed, task=sync`, or "no filter".
+    pub(super) fn describe(&self) -> String {
+        let shown: Vec<String> = self
+            .pairs
+            .iter()
+            .filter(|(n, _)| n != "cursor" && n != "before")
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        if shown.is_empty() {
+            "no filter (every run)".to_owned()
+        } else {
+            shown.join(", ")
+        }
+    }
+
     fn is_paged(&self) -> bool {
         self.one("cursor").is_some() || self.one("before").is_some()
     }
@@ -155,7 +180,7 @@ pub(super) async fn list(
         Ok(page) => page,
         Err(error) => return error_page(error.into()),
     };
-    let table = runs_table(&filters, &page_of_runs, problem.is_some());
+    let table = runs_table(&session, &filters, &page_of_runs, problem.is_some());
     if headers.contains_key(PARTIAL_HEADER) {
         return fragment(table);
     }
@@ -217,34 +242,52 @@ fn filter_form(filters: &Filters, tasks: &[kiln_client::TaskRow]) -> Markup {
     }
 }
 
-fn runs_table(filters: &Filters, runs: &kiln_core::RunPage, fell_back: bool) -> Markup {
+fn runs_table(
+    session: &Session,
+    filters: &Filters,
+    runs: &kiln_core::RunPage,
+    fell_back: bool,
+) -> Markup {
     let now = Utc::now();
     html! {
-        div class="toolbar" {
-            span class="count" { (runs.runs.len()) " runs on this page" }
-            @if !filters.is_paged() && !fell_back {
-                button type="button" class="secondary" data-live-toggle="runs" aria-pressed="false" { "Pause live updates" }
+        form id="bulk-form" method="post" action="/runs/bulk" {
+            (csrf(session))
+            input type="hidden" name="query" value=(filters.query());
+            div class="toolbar" {
+                span class="count" { (runs.runs.len()) " runs on this page" }
+                @if !runs.runs.is_empty() {
+                    span class="bulk" {
+                        label { "With " select name="action" { option value="cancel" { "cancel" } option value="replay" { "replay" } } }
+                        button type="submit" name="scope" value="selected" class="secondary" { "Selected runs…" }
+                        button type="submit" name="scope" value="matching" class="secondary" { "All matching the filter…" }
+                    }
+                }
+                @if !filters.is_paged() && !fell_back {
+                    button type="button" class="secondary" data-live-toggle="runs" aria-pressed="false" { "Pause live updates" }
+                }
             }
-        }
-        @if runs.runs.is_empty() {
-            p class="empty" { "No runs match these filters." }
-        } @else {
-            table class="runs" {
-                thead { tr {
-                    th { "Status" } th { "Run" } th { "Task" } th { "Queue / key" } th { "Tags" }
-                    th { "Created" } th { "Duration" } th { "Attempts" }
-                } }
-                tbody {
-                    @for run in &runs.runs {
-                        tr {
-                            td { (status_badge(run)) }
-                            td { a href={ "/runs/" (run.id) } title=(run.id) { code { (short_id(run.id)) } } }
-                            td { (run.task_id) }
-                            td { (run.queue) @if let Some(key) = &run.concurrency_key { " / " code { (key) } } }
-                            td { @for tag in &run.tags { span class="tag" { (tag) } " " } }
-                            td { (when(run.created_at, now)) }
-                            td { (run_duration(run, now).unwrap_or_default()) }
-                            td { (run.attempts) "/" (run.max_attempts) }
+            @if runs.runs.is_empty() {
+                p class="empty" { "No runs match these filters." }
+            } @else {
+                table class="runs" {
+                    thead { tr {
+                        th { input type="checkbox" data-select-all="id" aria-label="Select every run on this page"; }
+                        th { "Status" } th { "Run" } th { "Task" } th { "Queue / key" } th { "Tags" }
+                        th { "Created" } th { "Duration" } th { "Attempts" }
+                    } }
+                    tbody {
+                        @for run in &runs.runs {
+                            tr {
+                                td { input type="checkbox" name="id" value=(run.id) aria-label={ "Select run " (run.id) }; }
+                                td { (status_badge(run)) }
+                                td { a href={ "/runs/" (run.id) } title=(run.id) { code { (short_id(run.id)) } } }
+                                td { (run.task_id) }
+                                td { (run.queue) @if let Some(key) = &run.concurrency_key { " / " code { (key) } } }
+                                td { @for tag in &run.tags { span class="tag" { (tag) } " " } }
+                                td { (when(run.created_at, now)) }
+                                td { (run_duration(run, now).unwrap_or_default()) }
+                                td { (run.attempts) "/" (run.max_attempts) }
+                            }
                         }
                     }
                 }
