@@ -439,6 +439,75 @@ async fn an_operator_test_triggers_a_task_and_creates_a_schedule_checked_as_type
         .await;
     assert!(!client.schedules().list(None).await.unwrap()[0].active);
 
+    // Bulk cancel: 50 delayed runs, all matching the filter; the confirmation counts them and
+    // the progress page reports them canceled.
+    let mut delayed = Vec::new();
+    for i in 0..50 {
+        let run = client
+            .trigger::<CalendarSync>(SyncPayload {
+                ws_id: format!("ws_{i}"),
+                fail: false,
+            })
+            .options(
+                TriggerOptions::new()
+                    .delay(Duration::from_secs(3600))
+                    .tag("nightly"),
+            )
+            .await
+            .expect("trigger");
+        delayed.push(run.id);
+    }
+    browser
+        .goto(&format!("{base}/runs?status=delayed&tag=nightly"))
+        .await;
+    browser
+        .wait_for_text(".toolbar .count", "50 runs", false)
+        .await;
+    browser.screenshot("14-bulk-select").await;
+    browser
+        .click("#bulk-form button[name=scope][value=matching]")
+        .await;
+    let confirm = browser.wait_for_text("p.confirm", "50", false).await;
+    assert!(confirm.contains("Cancel 50 runs"), "{confirm}");
+    assert!(confirm.contains("status=delayed, tag=nightly"), "{confirm}");
+    browser.screenshot("15-bulk-confirm").await;
+    browser
+        .click("form[action='/runs/bulk/start'] button[type=submit]")
+        .await;
+    browser.wait_for_text(".bulk-state", "done", true).await;
+    assert_eq!(browser.text(".bulk-done").await, "50");
+    browser.screenshot("16-bulk-done").await;
+    for id in &delayed {
+        assert_eq!(
+            client.runs().retrieve(*id).await.unwrap().status,
+            RunStatus::Canceled
+        );
+    }
+
+    // Replay of two runs picked by hand.
+    browser.goto(&format!("{base}/runs?tag=nightly")).await;
+    let boxes = browser.all("#bulk-form tbody input[name=id]").await;
+    assert_eq!(boxes.len(), 50);
+    browser
+        .click("#bulk-form tbody tr:nth-child(1) input[name=id]")
+        .await;
+    browser
+        .click("#bulk-form tbody tr:nth-child(2) input[name=id]")
+        .await;
+    browser
+        .select("#bulk-form select[name=action]", "replay")
+        .await;
+    browser
+        .click("#bulk-form button[name=scope][value=selected]")
+        .await;
+    let confirm = browser.wait_for_text("p.confirm", "Replay", false).await;
+    assert!(confirm.contains("Replay 2 runs"), "{confirm}");
+    browser
+        .click("form[action='/runs/bulk/start'] button[type=submit]")
+        .await;
+    browser.wait_for_text(".bulk-state", "done", true).await;
+    assert_eq!(browser.text(".bulk-done").await, "2");
+
     stop_worker.cancel();
 }
 

@@ -211,6 +211,11 @@ impl Browser {
         .await;
     }
 
+    /// Chooses the option of value `value` in the select matching `css`.
+    pub(crate) async fn select(&self, css: &str, value: &str) {
+        self.click(&format!("{css} option[value='{value}']")).await;
+    }
+
     /// The visible text of the first element matching `css`.
     pub(crate) async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
