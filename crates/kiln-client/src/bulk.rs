@@ -25,7 +25,7 @@ pub enum BulkSelection {
     /// These runs.
     Ids(Vec<Uuid>),
     /// Every run the filter matches (its cursor, `before` and page size are ignored).
-    Filter(RunFilter),
+    Filter(Box<RunFilter>),
 }
 
 /// What a bulk action did, so far or in the end.
@@ -120,7 +120,7 @@ impl Batches<'_> {
                         cursor: self.cursor,
                         before: None,
                         limit: Some(BULK_BATCH),
-                        ..filter.clone()
+                        ..filter.as_ref().clone()
                     },
                 )
                 .await?;

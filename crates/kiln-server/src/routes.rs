@@ -375,7 +375,7 @@ pub(crate) async fn bulk_runs(
         .map_err(|message| ApiError::new(ErrorCode::NotFound, message))?;
     let selection = match (request.ids, request.filter) {
         (Some(ids), None) => kiln_client::BulkSelection::Ids(ids),
-        (None, Some(filter)) => kiln_client::BulkSelection::Filter(bulk_filter(filter)?),
+        (None, Some(filter)) => kiln_client::BulkSelection::Filter(Box::new(bulk_filter(filter)?)),
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,

@@ -81,7 +81,7 @@ fn read_request(form: &[(String, String)]) -> Result<Request, ApiError> {
         Some("matching") => {
             let described = filters.describe();
             (
-                BulkSelection::Filter(filters.run_filter()?),
+                BulkSelection::Filter(Box::new(filters.run_filter()?)),
                 format!("runs matching {described}"),
             )
         }
