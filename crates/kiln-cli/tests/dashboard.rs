@@ -295,6 +295,7 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
             ws_id: "ws_paused".into(),
             fail: false,
         })
+        .options(TriggerOptions::new().concurrency_key("ws_paused"))
         .await
         .expect("trigger");
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -310,6 +311,14 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
     );
     browser.goto(&format!("{base}/queues")).await;
     browser.screenshot("07-queue-paused").await;
+    // The queue's page lists the key that waits.
+    browser.goto(&format!("{base}/queues/{queue}")).await;
+    let keys = browser
+        .wait_for_text("table.keys", "ws_paused", false)
+        .await;
+    assert!(keys.contains("ws_paused 0 / 5 1"), "{keys}");
+    browser.screenshot("07b-queue-keys").await;
+    browser.goto(&format!("{base}/queues")).await;
     browser
         .click(&format!("{row} form[action$='/resume'] button"))
         .await;

@@ -27,6 +27,16 @@ impl<'a> Queues<'a> {
         Ok(queue_get(self.ops.pool, name).await?)
     }
 
+    /// The `limit` concurrency keys of a queue with the most runs executing or ready, busiest
+    /// first.
+    pub async fn busiest_keys(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<kiln_core::KeyLoad>, ClientError> {
+        Ok(kiln_store::queue::queue_busiest_keys(self.ops.pool, name, limit).await?)
+    }
+
     /// Stops new runs of the queue from starting; executing runs finish.
     pub async fn pause(&self, name: &str) -> Result<(), ClientError> {
         queue_set_paused(self.ops.pool, name, true).await?;

@@ -39,7 +39,7 @@ pub use limits::{
     MAX_OPTION_DURATION, MAX_PAYLOAD_BYTES,
 };
 pub use listing::{
-    parse_status_names, CancelOutcome, QueueRow, RunFilter, RunPage, DEFAULT_PAGE_SIZE,
+    parse_status_names, CancelOutcome, KeyLoad, QueueRow, RunFilter, RunPage, DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
 };
 pub use options::{

@@ -128,3 +128,14 @@ impl QueueRow {
         self.limit_override.or(self.concurrency_limit)
     }
 }
+
+/// How loaded one concurrency key of a queue is: its runs executing and ready to start.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyLoad {
+    /// The key.
+    pub concurrency_key: String,
+    /// Its runs executing now.
+    pub executing: i64,
+    /// Its runs ready to start (queued, not delayed).
+    pub queued: i64,
+}

@@ -1,7 +1,7 @@
 //! `kiln.queues` and `kiln.queue_keys`: limits, pausing, live counts and key bookkeeping.
 
 use chrono::{DateTime, Utc};
-use kiln_core::QueueRow;
+use kiln_core::{KeyLoad, QueueRow};
 
 use crate::error::db;
 use crate::{Pool, Result, StoreError};
@@ -131,4 +131,34 @@ pub async fn queue_key_drop_idle(pool: &Pool, idle_before: DateTime<Utc>) -> Res
     .map_err(db("dropping idle queue keys"))?
     .rows_affected();
     Ok(dropped)
+}
+
+/// The `limit` concurrency keys of `queue` with the most runs executing or ready to start,
+/// busiest first. Reads the leases and the ready rows of that queue only (index scans).
+pub async fn queue_busiest_keys(pool: &Pool, queue: &str, limit: u32) -> Result<Vec<KeyLoad>> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "WITH executing AS (
+             SELECT concurrency_key, count(*) AS n FROM kiln.leases
+              WHERE queue = $1 AND concurrency_key <> '' GROUP BY 1),
+         queued AS (
+             SELECT concurrency_key, count(*) AS n FROM kiln.ready
+              WHERE queue = $1 AND concurrency_key <> '' AND NOT delayed GROUP BY 1)
+         SELECT concurrency_key, coalesce(e.n, 0), coalesce(q.n, 0)
+           FROM executing e FULL JOIN queued q USING (concurrency_key)
+          ORDER BY coalesce(e.n, 0) + coalesce(q.n, 0) DESC, concurrency_key
+          LIMIT $2",
+    )
+    .bind(queue)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(db("reading a queue's busiest keys"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(concurrency_key, executing, queued)| KeyLoad {
+            concurrency_key,
+            executing,
+            queued,
+        })
+        .collect())
 }

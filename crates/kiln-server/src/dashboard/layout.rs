@@ -201,6 +201,25 @@ pub(super) fn json_block(label: &str, value: &serde_json::Value) -> Markup {
     }
 }
 
+/// `text` as one URL path segment: unreserved characters kept, every other byte escaped, so a
+/// task or queue name with `/`, `?` or `#` in it still names itself.
+pub(super) fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A query string from name/value pairs, escaped.
+pub(super) fn query(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
 /// A run id shortened for tables (the full id is in the link and on hover).
 pub(super) fn short_id(id: uuid::Uuid) -> String {
     let text = id.to_string();
@@ -233,6 +252,12 @@ mod tests {
         assert_eq!(duration(chrono::Duration::milliseconds(3_240)), "3.2 s");
         assert_eq!(duration(chrono::Duration::seconds(250)), "4 min 10 s");
         assert_eq!(duration(chrono::Duration::minutes(125)), "2 h 5 min");
+    }
+
+    #[test]
+    fn names_become_single_path_segments() {
+        assert_eq!(segment("schedule-task"), "schedule-task");
+        assert_eq!(segment("a/b?c#d e"), "a%2Fb%3Fc%23d%20e");
     }
 
     #[test]

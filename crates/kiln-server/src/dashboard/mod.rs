@@ -72,6 +72,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/schedules/{id}", get(schedules::edit_page))
         .route("/schedules/{id}/{action}", post(schedules::act))
         .route("/queues", get(queues::list))
+        .route("/queues/{name}", get(queues::detail))
         .route("/queues/{name}/{action}", post(queues::act))
         .route("/workers", get(workers::list))
         .route("/assets/{file}", get(asset))

@@ -8,7 +8,7 @@ use chrono::Utc;
 use kiln_client::ErrorCode;
 use maud::html;
 
-use super::layout::{csrf, duration, page, Nav};
+use super::layout::{csrf, duration, page, query, segment, Nav};
 use super::session::Session;
 use super::{error_page, field, form_pairs};
 use crate::ApiError;
@@ -33,7 +33,7 @@ pub(super) async fn list(session: Session) -> Response {
                 tbody {
                     @for q in &queues {
                         tr id={ "queue-" (q.name) } {
-                            td { strong { (q.name) } }
+                            td { a href={ "/queues/" (segment(&q.name)) } { strong { (q.name) } } }
                             td {
                                 @match (q.effective_limit(), q.limit_override) {
                                     (None, _) => { "none" }
@@ -47,11 +47,11 @@ pub(super) async fn list(session: Session) -> Response {
                             td { (q.waiting) }
                             td { @if let Some(at) = q.oldest_available_at { (duration(now - at)) } @else { "—" } }
                             td class="row-actions" {
-                                form method="post" action={ "/queues/" (q.name) (if q.paused { "/resume" } else { "/pause" }) } class="inline" {
+                                form method="post" action={ "/queues/" (segment(&q.name)) (if q.paused { "/resume" } else { "/pause" }) } class="inline" {
                                     (csrf(&session))
                                     button type="submit" class="secondary" { @if q.paused { "Resume" } @else { "Pause" } }
                                 }
-                                form method="post" action={ "/queues/" (q.name) "/limit" } class="inline" {
+                                form method="post" action={ "/queues/" (segment(&q.name)) "/limit" } class="inline" {
                                     (csrf(&session))
                                     label class="visually-hidden" for={ "limit-" (q.name) } { "New limit for " (q.name) }
                                     input id={ "limit-" (q.name) } type="number" name="limit" min="1" required size="4"
@@ -59,7 +59,7 @@ pub(super) async fn list(session: Session) -> Response {
                                     button type="submit" class="secondary" { "Set limit" }
                                 }
                                 @if q.limit_override.is_some() {
-                                    form method="post" action={ "/queues/" (q.name) "/reset" } class="inline" {
+                                    form method="post" action={ "/queues/" (segment(&q.name)) "/reset" } class="inline" {
                                         (csrf(&session))
                                         button type="submit" class="link" { "Reset limit" }
                                     }
@@ -72,6 +72,59 @@ pub(super) async fn list(session: Session) -> Response {
         }
     };
     page(&session, "Queues", Nav::Queues, body)
+}
+
+/// Concurrency keys listed on a queue's page.
+const BUSIEST_SHOWN: u32 = 20;
+
+/// `GET /queues/{name}`: one queue and its busiest concurrency keys.
+pub(super) async fn detail(session: Session, Path(name): Path<String>) -> Response {
+    let result = async {
+        let queues = session.client.queues();
+        let queue = queues.retrieve(&name).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, format!("no queue is named {name:?}"))
+        })?;
+        let keys = queues.busiest_keys(&name, BUSIEST_SHOWN).await?;
+        Ok::<_, ApiError>((queue, keys))
+    };
+    let (queue, keys) = match result.await {
+        Ok(found) => found,
+        Err(error) => return error_page(error),
+    };
+    let per_key = queue.effective_limit();
+    let body = html! {
+        p class="crumbs" { a href="/queues" { "Queues" } " / " (queue.name) }
+        h1 { (queue.name) " " @if queue.paused { span class="status status-paused" { "paused" } } }
+        dl class="facts" {
+            dt { "Limit" } dd { (per_key.map_or("none".to_owned(), |l| l.to_string())) " "
+                span class="muted" { "(per concurrency key, for keyed runs)" } }
+            dt { "Executing" } dd { (queue.running) }
+            dt { "Queued" } dd { (queue.queued) }
+            dt { "Waiting on children" } dd { (queue.waiting) }
+        }
+        h2 { "Busiest concurrency keys" }
+        @if keys.is_empty() {
+            p class="empty" { "No keyed run is executing or ready in this queue." }
+        } @else {
+            table class="keys" {
+                thead { tr { th { "Concurrency key" } th { "Executing" } th { "Ready" } th { "Runs" } } }
+                tbody {
+                    @for key in &keys {
+                        tr {
+                            td { code { (key.concurrency_key) } }
+                            td {
+                                (key.executing)
+                                @if let Some(limit) = per_key { span class="muted" { " / " (limit) } }
+                            }
+                            td { (key.queued) }
+                            td { a href={ "/runs?" (query(&[("queue", &queue.name), ("key", &key.concurrency_key)])) } { "runs" } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&session, &queue.name, Nav::Queues, body)
 }
 
 /// `POST /queues/{name}/{pause|resume|limit|reset}`.

@@ -11,7 +11,7 @@ use kiln_core::{CronSchedule, Schedule};
 use maud::{html, Markup};
 use uuid::Uuid;
 
-use super::layout::{absolute, csrf, fragment, page, relative, short_id, when, Nav};
+use super::layout::{absolute, csrf, fragment, page, relative, segment, short_id, when, Nav};
 use super::session::Session;
 use super::{error_page, field, form_pairs};
 use crate::ApiError;
@@ -69,7 +69,7 @@ async fn render_list(session: &Session, problem: Option<&str>, draft: &Draft) ->
                     @for s in &schedules {
                         tr id={ "schedule-" (s.id) } {
                             td {
-                                a href={ "/tasks/" (s.task_id) } { (s.task_id) }
+                                a href={ "/tasks/" (segment(&s.task_id)) } { (s.task_id) }
                                 @if let Some(external) = &s.external_id { div class="muted" { "for " code { (external) } } }
                                 @if s.declarative { div class="muted" { "declared in code" } }
                             }

@@ -12,7 +12,7 @@ use kiln_client::{ErrorCode, TaskRow};
 use kiln_core::{RunFilter, TriggerOptions};
 use maud::{html, Markup};
 
-use super::layout::{csrf, duration, json_block, page, short_id, when, Nav};
+use super::layout::{csrf, duration, json_block, page, query, segment, short_id, when, Nav};
 use super::session::Session;
 use super::{error_page, field, form_pairs};
 use crate::ApiError;
@@ -49,7 +49,7 @@ pub(super) async fn list(session: Session) -> Response {
                     @for task in &tasks {
                         tr {
                             td {
-                                a href={ "/tasks/" (task.id) } { strong { (task.id) } }
+                                a href={ "/tasks/" (segment(&task.id)) } { strong { (task.id) } }
                                 @if let Some(description) = &task.description { div class="muted" { (description) } }
                             }
                             td { (task.queue) }
@@ -111,7 +111,7 @@ pub(super) async fn detail(session: Session, Path(task_id): Path<String>) -> Res
         @if let Some(description) = &task.description { p { (description) } }
         (definition(&task))
         h2 { "Test" }
-        form class="test" method="post" action={ "/tasks/" (task.id) "/test" } {
+        form class="test" method="post" action={ "/tasks/" (segment(&task.id)) "/test" } {
             (csrf(&session))
             label for="test-payload" {
                 "Payload (JSON)"
@@ -127,7 +127,7 @@ pub(super) async fn detail(session: Session, Path(task_id): Path<String>) -> Res
             button type="submit" { "Trigger test run" }
         }
         @if let Some(run) = &last {
-            p { a href={ "/runs?task=" (task.id) } { "Runs of this task" } " · last run " a href={ "/runs/" (run.id) } { code { (run.id) } } }
+            p { a href={ "/runs?" (query(&[("task", &task.id)])) } { "Runs of this task" } " · last run " a href={ "/runs/" (run.id) } { code { (run.id) } } }
         }
     };
     page(&session, &task.id, Nav::Tasks, body)
