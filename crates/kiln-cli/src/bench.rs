@@ -28,6 +28,9 @@ pub(crate) enum BenchCommand {
     /// Triggers over the HTTP API against the Rust client, single and batched, same
     /// concurrency and pool size.
     Http(crate::bench_http::HttpArgs),
+    /// Fills a run history (1,000,000 runs by default) and times each dashboard page on it,
+    /// unfiltered and with each filter.
+    Dashboard(crate::bench_dashboard::DashboardArgs),
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +190,7 @@ pub(crate) async fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Latency(args) => latency(args).await,
         BenchCommand::Fanout(args) => fanout(args).await,
         BenchCommand::Http(args) => crate::bench_http::http(args).await,
+        BenchCommand::Dashboard(args) => crate::bench_dashboard::dashboard(args).await,
     }
 }
 

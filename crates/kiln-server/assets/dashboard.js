@@ -5,12 +5,13 @@
   "use strict";
   var paused = {};
 
-  function refresh(section) {
+  function refresh(section, timer) {
     var name = section.getAttribute("data-live");
     if (paused[name] || document.hidden) return;
     fetch(window.location.href, { headers: { "X-Kiln-Partial": name }, credentials: "same-origin" })
       .then(function (r) {
         if (r.redirected || !r.ok) throw new Error("status " + r.status);
+        if (r.headers.get("X-Kiln-Live") === "done") window.clearInterval(timer.id);
         return r.text();
       })
       .then(function (html) {
@@ -77,7 +78,8 @@
       var every = parseInt(section.getAttribute("data-live-every"), 10) || 3000;
       bindToggles(section);
       bindSelection(section);
-      window.setInterval(function () { refresh(section); }, every);
+      var timer = {};
+      timer.id = window.setInterval(function () { refresh(section, timer); }, every);
     });
     document.querySelectorAll("[data-check]").forEach(function (input) {
       var timer = null;

@@ -9,6 +9,7 @@
 
 pub mod api_key;
 pub mod audit;
+pub mod bench;
 mod error;
 pub mod lease;
 pub mod migrate;

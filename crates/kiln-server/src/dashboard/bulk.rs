@@ -230,7 +230,13 @@ pub(super) async fn progress(
     };
     let section = progress_section(&job);
     if headers.contains_key("x-kiln-partial") {
-        return fragment(section);
+        let mut response = fragment(section);
+        if job.outcome.is_some() {
+            response
+                .headers_mut()
+                .insert("x-kiln-live", axum::http::HeaderValue::from_static("done"));
+        }
+        return response;
     }
     let running = job.outcome.is_none();
     let body = html! {

@@ -27,6 +27,8 @@ const LOG_LINES_SHOWN: u32 = 1_000;
 const CHILDREN_SHOWN: u32 = 50;
 /// The header the page's script sends to get one live section instead of the whole page.
 const PARTIAL_HEADER: &str = "x-kiln-partial";
+/// The header of a live section's answer saying it will not change any more.
+const LIVE_HEADER: &str = "x-kiln-live";
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidOption, message)
@@ -331,7 +333,14 @@ pub(super) async fn detail(
     };
     let live = !run.status.is_final();
     if headers.get(PARTIAL_HEADER).is_some_and(|v| v == "logs") {
-        return fragment(logs_section(&logs, live));
+        let mut response = fragment(logs_section(&logs, live));
+        if !live {
+            // The run is final: its log will not grow, and the page stops asking.
+            response
+                .headers_mut()
+                .insert(LIVE_HEADER, axum::http::HeaderValue::from_static("done"));
+        }
+        return response;
     }
     let children = match runs
         .list(&RunFilter {
