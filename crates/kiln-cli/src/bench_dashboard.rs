@@ -138,6 +138,7 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> CliResult {
         "/runs".to_owned(),
         "/runs?status=failed".to_owned(),
         "/runs?status=crashed".to_owned(),
+        "/runs?status=system_failure".to_owned(),
         "/runs?status=queued&status=delayed".to_owned(),
         format!("/runs?task={}", BENCH_HISTORY_TASKS[0]),
         "/runs?tag=sync".to_owned(),

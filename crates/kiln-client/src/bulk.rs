@@ -113,7 +113,7 @@ impl Batches<'_> {
                 progress.skipped += (wanted.len() - found.len()) as u64;
                 found
             }
-            BulkSelection::Filter(filter) => {
+            BulkSelection::Filter(filter) => loop {
                 let page = run_list(
                     self.ops.pool,
                     &RunFilter {
@@ -124,18 +124,21 @@ impl Batches<'_> {
                     },
                 )
                 .await?;
-                if page.runs.is_empty() {
+                // A status-filtered page may stop at its scan budget with no run: go on.
+                self.cursor = page.next_cursor;
+                if page.next_cursor.is_none() {
                     self.finished = true;
-                    return Ok(None);
+                }
+                if page.runs.is_empty() {
+                    if self.finished {
+                        return Ok(None);
+                    }
+                    continue;
                 }
                 if room == 0 {
                     progress.capped = true;
                     self.finished = true;
                     return Ok(None);
-                }
-                self.cursor = page.runs.last().map(|r| r.id);
-                if page.next_cursor.is_none() {
-                    self.finished = true;
                 }
                 let mut runs = page.runs;
                 if runs.len() as u64 > room {
@@ -145,8 +148,8 @@ impl Batches<'_> {
                 }
                 self.taken += runs.len() as u64;
                 progress.matched += runs.len() as u64;
-                runs
-            }
+                break runs;
+            },
         };
         Ok(Some(runs))
     }

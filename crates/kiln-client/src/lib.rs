@@ -44,6 +44,7 @@ pub use kiln_core::{
     BatchItem, CancelOutcome, Delay, QueueRow, Run, RunFilter, RunPage, RunStatus, Schedule,
     TriggerOptions,
 };
+pub use kiln_store::run::STATUS_SCAN_BUDGET;
 pub use queues::Queues;
 pub use runs::{Runs, MAX_LOG_PAGE};
 pub use schedules::{CreateSchedule, Schedules, UpdateSchedule};
@@ -347,14 +348,18 @@ pub const SLOW_STATEMENT_THRESHOLD: std::time::Duration = std::time::Duration::f
 
 /// The options Kiln's own pools connect with: `database_url`, with statement logging kept
 /// quiet (every statement at trace, slow ones at debug, never a warning with the SQL text
-/// printed into the user's output).
+/// printed into the user's output), and JIT compilation off.
 pub fn connect_options(
     database_url: &str,
 ) -> Result<sqlx::postgres::PgConnectOptions, ClientError> {
     use sqlx::ConnectOptions;
     let options: sqlx::postgres::PgConnectOptions =
         database_url.parse().map_err(ClientError::connect)?;
+    // JIT compilation pays off for long analytic queries, never for Kiln's short ones, and its
+    // cost estimate misfires on small tables without statistics: the queues listing on a
+    // 1,000,000-run history took 234 ms with it, 34 ms without (BENCHMARKS.md, dashboard).
     Ok(options
+        .options([("jit", "off")])
         .log_statements(log::LevelFilter::Trace)
         .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT_THRESHOLD))
 }

@@ -81,6 +81,9 @@ pub struct RunPage {
     pub next_cursor: Option<Uuid>,
     /// Pass as `before` for the previous (newer) page; `None` on the first page.
     pub previous_cursor: Option<Uuid>,
+    /// True when a status-filtered page stopped at its scan budget: it may hold fewer runs than
+    /// asked (even none), and older (or newer) runs were not searched yet; the cursors go on.
+    pub scan_limited: bool,
 }
 
 /// What a cancel did.

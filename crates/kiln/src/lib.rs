@@ -72,9 +72,10 @@
 #![forbid(unsafe_code)]
 
 pub use kiln_client::{
-    ApiKey, CancelOutcome, Client, ClientError, CreateSchedule, ErrorCode, QueueRow, Queues,
-    RunFilter, RunHandle, RunPage, RunWaiter, Runs, Schedules, Scope, Trigger, UpdateSchedule,
-    MAX_LOG_PAGE,
+    ApiKey, BulkAction, BulkProgress, BulkSelection, CancelOutcome, Client, ClientError,
+    CreateSchedule, ErrorCode, QueueRow, Queues, RunFilter, RunHandle, RunPage, RunWaiter, Runs,
+    Schedules, Scope, Trigger, UpdateSchedule, BULK_BATCH, DEFAULT_BULK_CAP, MAX_BULK_CAP,
+    MAX_LOG_PAGE, STATUS_SCAN_BUDGET,
 };
 pub use kiln_core::*;
 #[cfg(feature = "worker")]

@@ -268,8 +268,18 @@ fn runs_table(
                     button type="button" class="secondary" data-live-toggle="runs" aria-pressed="false" { "Pause live updates" }
                 }
             }
+            @if runs.scan_limited {
+                p class="hint scan-note" {
+                    "A status filter reads at most " (kiln_store_budget()) " runs per page, and this page stopped there"
+                    @if runs.runs.is_empty() { " without a match" }
+                    ": older runs were not searched yet. "
+                    @if let Some(cursor) = runs.next_cursor {
+                        a href=(filters.with_page("cursor", cursor)) { "Search older runs →" }
+                    }
+                }
+            }
             @if runs.runs.is_empty() {
-                p class="empty" { "No runs match these filters." }
+                @if !runs.scan_limited { p class="empty" { "No runs match these filters." } }
             } @else {
                 table class="runs" {
                     thead { tr {
@@ -304,6 +314,12 @@ fn runs_table(
             }
         }
     }
+}
+
+/// Runs a status-filtered page reads at most, as shown.
+fn kiln_store_budget() -> String {
+    let budget = kiln_client::STATUS_SCAN_BUDGET;
+    format!("{},{:03}", budget / 1000, budget % 1000)
 }
 
 /// How long the run ran (or has run so far).
