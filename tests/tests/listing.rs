@@ -65,7 +65,7 @@ async fn a_status_listing_reads_at_most_its_budget_per_page_and_its_cursor_goes_
         ..RunFilter::default()
     };
     let expected = client.runs().count(&queued, u64::MAX >> 1).await.unwrap();
-    assert!(expected > 1_000, "{expected}");
+    assert!(expected > 500, "{expected}");
     let done = client
         .runs()
         .bulk(

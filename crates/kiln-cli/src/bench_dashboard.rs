@@ -146,6 +146,10 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> CliResult {
         format!("/runs?key={key}"),
         "/runs?root=1".to_owned(),
         format!("/runs?status=failed&task={}", BENCH_HISTORY_TASKS[2]),
+        format!(
+            "/runs?status=system_failure&task={}",
+            BENCH_HISTORY_TASKS[2]
+        ),
         format!("/runs/{}", sample.id),
         "/tasks".to_owned(),
         "/queues".to_owned(),
