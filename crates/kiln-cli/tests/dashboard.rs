@@ -129,12 +129,18 @@ fn shots_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_and_pauses() {
-    let test = "dashboard browser test";
-    let Some((chromium, driver)) = browser_or_skip(test) else {
-        return;
-    };
+/// What each browser test starts from: a database, a worker, a client, an admin key, a browser.
+struct Setup {
+    url: String,
+    stop_worker: tokio_util::sync::CancellationToken,
+    client: kiln::Client,
+    admin: kiln_client::CreatedKey,
+    browser: Browser,
+}
+
+/// The setup, or `None` when the browser is not installed (outside CI).
+async fn setup(test: &str) -> Option<Setup> {
+    let (chromium, driver) = browser_or_skip(test)?;
     let url = test_database().await;
     let stop_worker = start_worker(&url).await;
     let client = kiln::Client::connect(&url).await.expect("a client");
@@ -143,6 +149,28 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
         .create("ops", kiln::Scope::Admin)
         .await
         .expect("an admin key");
+    let browser = Browser::start(&chromium, &driver, &shots_dir()).await;
+    Some(Setup {
+        url,
+        stop_worker,
+        client,
+        admin,
+        browser,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_and_pauses() {
+    let Some(Setup {
+        url,
+        stop_worker,
+        client,
+        admin,
+        browser,
+    }) = setup("dashboard browser test").await
+    else {
+        return;
+    };
     let reader = client
         .keys()
         .create("reader", kiln::Scope::Read)
@@ -181,7 +209,6 @@ async fn an_operator_signs_in_filters_runs_reads_a_failure_replays_it_cancels_an
 
     let server = start_server(&url).await;
     let base = &server.base;
-    let browser = Browser::start(&chromium, &driver, &shots_dir()).await;
 
     // Nothing is readable before signing in: the runs page sends the browser to sign in.
     browser.goto(&format!("{base}/runs")).await;
@@ -360,21 +387,18 @@ async fn sign_in(browser: &Browser, base: &str, secret: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_test_triggers_a_task_and_creates_a_schedule_checked_as_typed() {
-    let test = "dashboard tasks and schedules browser test";
-    let Some((chromium, driver)) = browser_or_skip(test) else {
+    let Some(Setup {
+        url,
+        stop_worker,
+        client,
+        admin,
+        browser,
+    }) = setup("dashboard tasks and schedules browser test").await
+    else {
         return;
     };
-    let url = test_database().await;
-    let stop_worker = start_worker(&url).await;
-    let client = kiln::Client::connect(&url).await.expect("a client");
-    let admin = client
-        .keys()
-        .create("ops", kiln::Scope::Admin)
-        .await
-        .expect("an admin key");
     let server = start_server(&url).await;
     let base = &server.base;
-    let browser = Browser::start(&chromium, &driver, &shots_dir()).await;
     sign_in(&browser, base, &admin.secret).await;
 
     // Tasks: the registered task, served by the alive worker; Test triggers a run and opens it.

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::layout::{csrf, fragment, page, when, Nav};
 use super::runs::Filters;
 use super::session::Session;
-use super::{error_page, field, form_pairs};
+use super::{checked_form, error_page, field};
 use crate::{ApiError, AppState};
 
 /// Bulk actions a server remembers (the oldest are forgotten first).
@@ -129,8 +129,7 @@ pub(super) async fn confirm(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let form = form_pairs(&body)?;
-        session.check_csrf(&form)?;
+        let form = checked_form(&session, &body)?;
         let request = read_request(&form)?;
         let cap = state.config.bulk_cap;
         let count = match &request.selection {
@@ -181,8 +180,7 @@ pub(super) async fn start(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let form = form_pairs(&body)?;
-        session.check_csrf(&form)?;
+        let form = checked_form(&session, &body)?;
         let request = read_request(&form)?;
         let (id, job) = state.dashboard.jobs.add(Job {
             action: request.action,

@@ -112,6 +112,16 @@ pub(crate) fn form_pairs(body: &Bytes) -> Result<Vec<(String, String)>, ApiError
     })
 }
 
+/// A form's name/value pairs, after checking its CSRF token.
+pub(crate) fn checked_form(
+    session: &session::Session,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let form = form_pairs(body)?;
+    session.check_csrf(&form)?;
+    Ok(form)
+}
+
 /// The first value of `name` in a form.
 pub(crate) fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter()
@@ -227,7 +237,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
 }
 
 async fn logout(session: session::Session, body: Bytes) -> Response {
-    if let Err(error) = form_pairs(&body).and_then(|form| session.check_csrf(&form)) {
+    if let Err(error) = checked_form(&session, &body) {
         return error_page(error);
     }
     let mut response = Redirect::to("/login").into_response();

@@ -10,7 +10,7 @@ use maud::html;
 
 use super::layout::{csrf, duration, page, query, segment, Nav};
 use super::session::Session;
-use super::{error_page, field, form_pairs};
+use super::{checked_form, error_page, field};
 use crate::ApiError;
 
 /// `GET /queues`.
@@ -134,8 +134,7 @@ pub(super) async fn act(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let form = form_pairs(&body)?;
-        session.check_csrf(&form)?;
+        let form = checked_form(&session, &body)?;
         let queues = session.client.queues();
         let done = match action.as_str() {
             "pause" => queues.pause(&name).await,

@@ -16,7 +16,7 @@ use super::layout::{
     Nav,
 };
 use super::session::Session;
-use super::{error_page, field, form_pairs};
+use super::{checked_form, error_page, field};
 use crate::ApiError;
 
 /// Runs per page of the runs list.
@@ -545,13 +545,6 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
             format!("{id:?} is not a run id (a UUID such as 0193a5c2-...)"),
         )
     })
-}
-
-/// Reads a form after checking its CSRF token.
-fn checked_form(session: &Session, body: &Bytes) -> Result<Vec<(String, String)>, ApiError> {
-    let form = form_pairs(body)?;
-    session.check_csrf(&form)?;
-    Ok(form)
 }
 
 /// `POST /runs/{id}/cancel`.

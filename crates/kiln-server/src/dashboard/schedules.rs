@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::layout::{absolute, csrf, fragment, page, relative, segment, short_id, when, Nav};
 use super::session::Session;
-use super::{error_page, field, form_pairs};
+use super::{checked_form, error_page, field};
 use crate::ApiError;
 
 /// Fire times shown for a pattern being typed.
@@ -196,7 +196,7 @@ pub(super) async fn check(_session: Session, RawQuery(query): RawQuery) -> Respo
 
 /// `POST /schedules`: creates an imperative schedule; a bad pattern shows the form again.
 pub(super) async fn create(session: Session, body: Bytes) -> Response {
-    let form = match form_pairs(&body).and_then(|f| session.check_csrf(&f).map(|()| f)) {
+    let form = match checked_form(&session, &body) {
         Ok(form) => form,
         Err(error) => return error_page(error),
     };
@@ -282,8 +282,7 @@ pub(super) async fn act(
 ) -> Response {
     let result = async {
         let id = parse_id(&id)?;
-        let form = form_pairs(&body)?;
-        session.check_csrf(&form)?;
+        let form = checked_form(&session, &body)?;
         let schedules = session.client.schedules();
         match action.as_str() {
             "activate" => drop(schedules.activate(id).await?),

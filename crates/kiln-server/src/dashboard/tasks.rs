@@ -14,7 +14,7 @@ use maud::{html, Markup};
 
 use super::layout::{csrf, duration, json_block, page, query, segment, short_id, when, Nav};
 use super::session::Session;
-use super::{error_page, field, form_pairs};
+use super::{checked_form, error_page, field};
 use crate::ApiError;
 
 /// The task ids some alive worker registered.
@@ -158,8 +158,7 @@ fn definition(task: &TaskRow) -> Markup {
 /// `POST /tasks/{id}/test`: triggers a run with the form's payload and options, then opens it.
 pub(super) async fn test(session: Session, Path(task_id): Path<String>, body: Bytes) -> Response {
     let result = async {
-        let form = form_pairs(&body)?;
-        session.check_csrf(&form)?;
+        let form = checked_form(&session, &body)?;
         let text = field(&form, "payload").map_or("", str::trim);
         let payload: serde_json::Value = if text.is_empty() {
             serde_json::Value::Null
