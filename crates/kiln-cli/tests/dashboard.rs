@@ -685,6 +685,47 @@ async fn forms_without_the_session_token_or_from_another_site_are_refused() {
             .paused
     );
 
+    // A parent's page counts its children by status and links to them.
+    let parent = client
+        .trigger_by_id("dash-calendar-sync", serde_json::json!({}))
+        .options(TriggerOptions::new().allow_unregistered())
+        .await
+        .expect("trigger");
+    for i in 0..3 {
+        let child = client
+            .trigger_by_id("dash-calendar-sync", serde_json::json!({ "i": i }))
+            .options(TriggerOptions {
+                parent_run_id: Some(parent.id),
+                allow_unregistered: true,
+                ..TriggerOptions::default()
+            })
+            .await
+            .expect("trigger a child");
+        if i == 0 {
+            client
+                .runs()
+                .cancel(child.id)
+                .await
+                .expect("cancel a child");
+        }
+    }
+    let page = http
+        .get(format!("{base}/runs/{}", parent.id))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Children (3)"), "{page}");
+    assert!(page.contains("queued 2"), "{page}");
+    assert!(page.contains("canceled 1"), "{page}");
+    assert!(
+        page.contains(&format!("/runs?parent={}&amp;status=canceled", parent.id)),
+        "{page}"
+    );
+
     // A revoked key's session ends.
     client.keys().revoke("ops").await.unwrap();
     tokio::time::sleep(kiln_server::KEY_LIST_TTL + Duration::from_millis(200)).await;

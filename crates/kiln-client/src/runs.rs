@@ -59,6 +59,14 @@ impl<'a> Runs<'a> {
         Ok(kiln_store::run::run_count_children(self.ops.pool, id).await?)
     }
 
+    /// How many child runs this run triggered, per status (lifecycle order).
+    pub async fn count_children_by_status(
+        &self,
+        id: Uuid,
+    ) -> Result<Vec<(kiln_core::RunStatus, i64)>, ClientError> {
+        Ok(kiln_store::run::run_child_status_counts(self.ops.pool, id).await?)
+    }
+
     /// A page of runs, newest first, filtered.
     pub async fn list(&self, filter: &RunFilter) -> Result<RunPage, ClientError> {
         let strings = filter

@@ -369,7 +369,11 @@ pub(super) async fn detail(
         Ok(page) => page,
         Err(error) => return error_page(error.into()),
     };
-    let child_count = runs.count_children(id).await.unwrap_or(0);
+    let child_counts = match runs.count_children_by_status(id).await {
+        Ok(counts) => counts,
+        Err(error) => return error_page(error.into()),
+    };
+    let child_count: i64 = child_counts.iter().map(|(_, n)| n).sum();
     let now = Utc::now();
     let body = html! {
         p class="crumbs" { a href="/runs" { "Runs" } " / " code { (run.id) } }
@@ -418,6 +422,14 @@ pub(super) async fn detail(
         }
         @if child_count > 0 {
             h2 { "Children (" (child_count) ")" }
+            p class="child-counts" {
+                @for (status, n) in &child_counts {
+                    a href={ "/runs?parent=" (run.id) "&status=" (status.as_str()) } {
+                        span class={ "status status-" (status.as_str()) } { (status.as_str()) " " (n) }
+                    }
+                    " "
+                }
+            }
             (children_table(&children.runs, now))
             @if child_count > i64::from(CHILDREN_SHOWN) {
                 p { a href={ "/runs?parent=" (run.id) } { "All " (child_count) " children" } }
