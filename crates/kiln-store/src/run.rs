@@ -408,19 +408,21 @@ async fn run_list_by_status(pool: &Pool, filter: &RunFilter, limit: u32) -> Resu
         .fetch_all(pool)
         .await
         .map_err(db("listing runs"))?;
-    // A page that is not full either read every run there is, or stopped at the budget: then
-    // the budget-th run read is where the next page starts.
+    // A page that is not full either read every run there is, or stopped at the budget with
+    // runs left unread: then the budget-th run read is where the next page starts.
     let scanned_to = if ids.len() <= limit as usize {
         let mut q = sqlx::QueryBuilder::new("SELECT id FROM kiln.runs WHERE true");
         push_indexed_filter(&mut q, filter);
         push_page_position(&mut q, filter);
         q.push(" OFFSET ")
             .push_bind(STATUS_SCAN_BUDGET - 1)
-            .push(" LIMIT 1");
-        q.build_query_scalar()
-            .fetch_optional(pool)
+            .push(" LIMIT 2");
+        let edge: Vec<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(pool)
             .await
-            .map_err(db("listing runs"))?
+            .map_err(db("listing runs"))?;
+        (edge.len() == 2).then(|| edge[0])
     } else {
         None
     };
