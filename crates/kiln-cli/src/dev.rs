@@ -66,12 +66,13 @@ pub(crate) async fn run(args: DevArgs) -> CliResult {
         .map_err(|e| Failure::new(crate::ops::redact_error(e.to_string(), &url)))?;
     // The flagship example: Tuturuuu's calendar and scheduling tasks against a local calendar
     // provider, with the full sync fanning out every minute.
-    let _provider = kiln_tuturuuu::start_demo(&client, DEMO_WORKSPACES)
+    let (_provider, app) = kiln_tuturuuu::start_demo(&client, DEMO_WORKSPACES)
         .await
         .map_err(Failure::new)?;
-    let worker = kiln_tuturuuu::register(kiln_quickstart::register(
-        Worker::builder().pool(client.pool().clone()),
-    ))
+    let worker = kiln_tuturuuu::register(
+        kiln_quickstart::register(Worker::builder().pool(client.pool().clone())),
+        app,
+    )
     .concurrency(args.concurrency)
     .build()
     .await

@@ -42,6 +42,8 @@ pub struct Context {
     calls: Arc<AtomicU32>,
     /// Where `ctx.log()` lines go.
     log: Option<Arc<dyn crate::LogSink>>,
+    /// The app state the worker was given.
+    states: Arc<crate::States>,
 }
 
 impl std::fmt::Debug for Context {
@@ -64,6 +66,7 @@ impl Context {
             runtime: None,
             calls: Arc::new(AtomicU32::new(0)),
             log: None,
+            states: Arc::default(),
         }
     }
 
@@ -83,6 +86,40 @@ impl Context {
     pub fn with_log(mut self, sink: Arc<dyn crate::LogSink>) -> Self {
         self.log = Some(sink);
         self
+    }
+
+    /// The same context, with the app state `states` (the worker sets this; tests of task
+    /// bodies can too).
+    pub fn with_states(mut self, states: Arc<crate::States>) -> Self {
+        self.states = states;
+        self
+    }
+
+    /// The app state of type `T` the worker was given with `Worker::builder().state(value)`:
+    /// `let app = ctx.state::<App>();`. A task that declares `state: App` in
+    /// [`task!`](crate::task) cannot start on a worker without it, so for such a task this
+    /// never fails.
+    ///
+    /// # Panics
+    ///
+    /// When the worker holds no state of type `T` (declare it in `task!` to have this checked
+    /// when the worker starts instead), or use [`Context::try_state`].
+    pub fn state<T: Send + Sync + 'static>(&self) -> &T {
+        self.try_state::<T>().unwrap_or_else(|| {
+            panic!(
+                "task {:?} asked for state of type {}, which this worker was not given: pass it \
+                 with Worker::builder().state(value), and declare it in task! with `state: {}` \
+                 so that a worker without it refuses to start",
+                self.info.task_id,
+                std::any::type_name::<T>(),
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
+    /// The app state of type `T`, if the worker was given one.
+    pub fn try_state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.states.get::<T>()
     }
 
     /// Writes log lines kept with this run and attempt: `ctx.log().info("synced")`.

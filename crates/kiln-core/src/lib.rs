@@ -22,6 +22,7 @@ mod retry;
 mod run;
 mod run_log;
 mod schedule;
+mod state;
 mod status;
 mod task;
 
@@ -57,6 +58,7 @@ pub use schedule::{Schedule, ScheduleTick, UPCOMING_TICKS};
 pub use schemars;
 #[doc(hidden)]
 pub use serde_json as __serde_json;
+pub use state::{StateType, States};
 pub use status::{AttemptOutcome, RunStatus, UnknownStatus};
 pub use task::{
     validate_cron_shape, validate_task_id, CronDefinition, QueueDefinition, Task, TaskDefinition,

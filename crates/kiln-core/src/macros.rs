@@ -41,7 +41,9 @@
 /// five-field pattern, `"0 * * * *"`, or `{ pattern: "30 2 * * *", timezone: "Europe/Berlin" }`,
 /// synced to the schedules table when a worker starts), `payload_schema: true` (with the `schema`
 /// feature and a payload type deriving `schemars::JsonSchema`: untyped triggers are checked
-/// against the payload's JSON Schema). Durations are
+/// against the payload's JSON Schema), `state: App` (the body reads `ctx.state::<App>()`, and a
+/// worker not given an `App` with `Worker::builder().state(..)` refuses to start; repeat the
+/// option for several types). Durations are
 /// strings with units: `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"2d"`.
 #[macro_export]
 macro_rules! task {
@@ -78,6 +80,12 @@ macro_rules! task {
                 $crate::__kiln_payload_schema!($payload_ty; $($opt)*)
             }
 
+            fn state_types() -> ::std::vec::Vec<$crate::StateType> {
+                let mut types = ::std::vec::Vec::new();
+                $crate::__kiln_state_types!(types; $($opt)*);
+                types
+            }
+
             fn run(
                 &self,
                 $ctx: $ctx_ty,
@@ -96,6 +104,12 @@ macro_rules! task {
             // Evaluate the definition at compile time so a bad option is a compile error.
             let _ = <$name as $crate::Task>::DEFINITION;
         };
+    };
+
+    (@parse [$($attr:tt)*] [$vis:vis] $name:ident [$($opt:tt)*]
+        state : $state:ty $(, $($rest:tt)*)?
+    ) => {
+        $crate::task!(@parse [$($attr)*] [$vis] $name [$($opt)* (state $state)] $($($rest)*)?);
     };
 
     (@parse [$($attr:tt)*] [$vis:vis] $name:ident [$($opt:tt)*]
@@ -134,6 +148,7 @@ macro_rules! __kiln_task_doc {
 macro_rules! __kiln_task_option {
     ($name:ident, $def:ident, (id $v:literal)) => { $def.id($v) };
     ($name:ident, $def:ident, (payload_schema true)) => { $def };
+    ($name:ident, $def:ident, (state $state:ty)) => { $def };
     ($name:ident, $def:ident, (payload_schema false)) => { $def };
     ($name:ident, $def:ident, (description $v:literal)) => { $def.description($v) };
     ($name:ident, $def:ident, (max_duration $v:literal)) => {
@@ -165,7 +180,7 @@ macro_rules! __kiln_task_option {
             ": ", stringify!($v), "`; options are id, description, queue { name, ",
             "concurrency_limit, total_limit }, retry { max_attempts, factor, min_timeout, ",
             "max_timeout, randomize }, max_duration, ttl, priority, cron (\"0 * * * *\" or ",
-            "{ pattern: \"30 2 * * *\", timezone: \"Europe/Berlin\" }), payload_schema (true)"
+            "{ pattern: \"30 2 * * *\", timezone: \"Europe/Berlin\" }), payload_schema (true), state (a type)"
         ))
     };
 }
@@ -182,6 +197,19 @@ macro_rules! __kiln_payload_schema {
     ($ty:ty;) => {
         ::core::option::Option::None
     };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kiln_state_types {
+    ($types:ident; (state $state:ty) $($rest:tt)*) => {
+        $types.push($crate::StateType::of::<$state>());
+        $crate::__kiln_state_types!($types; $($rest)*);
+    };
+    ($types:ident; ($key:ident $v:tt) $($rest:tt)*) => {
+        $crate::__kiln_state_types!($types; $($rest)*);
+    };
+    ($types:ident;) => {};
 }
 
 #[doc(hidden)]

@@ -323,6 +323,12 @@ pub trait Task: Send + Sync + 'static {
         None
     }
 
+    /// The app state types the body reads with [`Context::state`] (`state: App` in
+    /// [`task!`](crate::task)): a worker without one of them refuses to start.
+    fn state_types() -> Vec<crate::StateType> {
+        Vec::new()
+    }
+
     /// The body of one attempt.
     fn run(
         &self,

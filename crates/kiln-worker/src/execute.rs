@@ -67,7 +67,8 @@ pub(crate) async fn execute(
         flight.token.clone(),
         children,
     )
-    .with_log(Arc::clone(&log) as Arc<dyn kiln_core::LogSink>);
+    .with_log(Arc::clone(&log) as Arc<dyn kiln_core::LogSink>)
+    .with_states(registry.states());
     // The body runs in a task of its own (so a panic is caught and a stuck body can be dropped),
     // inside the attempt's span.
     // The attempt's log is task-local to the body's task, where `log_layer` finds it.

@@ -13,6 +13,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub(crate) trait ErasedTask: Send + Sync {
     fn definition(&self) -> &'static TaskDefinition;
     fn payload_schema(&self) -> Option<serde_json::Value>;
+    fn state_types(&self) -> Vec<kiln_core::StateType>;
     fn call(
         &self,
         ctx: Context,
@@ -29,6 +30,10 @@ impl<T: Task> ErasedTask for Registered<T> {
 
     fn payload_schema(&self) -> Option<serde_json::Value> {
         T::payload_schema()
+    }
+
+    fn state_types(&self) -> Vec<kiln_core::StateType> {
+        T::state_types()
     }
 
     fn call(
@@ -75,6 +80,8 @@ pub(crate) fn decode_payload<T: Task>(payload: serde_json::Value) -> Result<T::P
 #[derive(Default, Clone)]
 pub(crate) struct Registry {
     tasks: HashMap<&'static str, Arc<dyn ErasedTask>>,
+    /// The app state every body's context carries.
+    states: Arc<kiln_core::States>,
 }
 
 impl Registry {
@@ -93,6 +100,32 @@ impl Registry {
             ));
         }
         Ok(())
+    }
+
+    /// The first state type a task declares that `states` lacks: (task id, type name).
+    pub(crate) fn missing_state(
+        &self,
+        states: &kiln_core::States,
+    ) -> Option<(&'static str, &'static str)> {
+        let mut ids: Vec<&&'static str> = self.tasks.keys().collect();
+        ids.sort();
+        ids.into_iter().find_map(|id| {
+            self.tasks[*id]
+                .state_types()
+                .into_iter()
+                .find(|state| !states.has(*state))
+                .map(|state| (*id, state.name))
+        })
+    }
+
+    /// Sets the app state bodies read.
+    pub(crate) fn set_states(&mut self, states: kiln_core::States) {
+        self.states = Arc::new(states);
+    }
+
+    /// The app state bodies read.
+    pub(crate) fn states(&self) -> Arc<kiln_core::States> {
+        Arc::clone(&self.states)
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<&Arc<dyn ErasedTask>> {

@@ -47,9 +47,18 @@ pub struct WorkerBuilder {
     worker_id: Option<String>,
     config: WorkerConfig,
     metrics_listen: Option<std::net::SocketAddr>,
+    states: kiln_core::States,
 }
 
 impl WorkerBuilder {
+    /// Hands every task body `value`, read with `ctx.state::<T>()`: a database pool, an HTTP
+    /// client, settings. One value per type; call it once per type the tasks need. A task that
+    /// declares `state: T` in `task!` makes [`WorkerBuilder::build`] fail without it.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.states.insert(value);
+        self
+    }
+
     /// Connects to this database (ignored when [`WorkerBuilder::pool`] is given).
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
         self.database_url = Some(url.into());
@@ -115,6 +124,12 @@ impl WorkerBuilder {
             ));
         }
         self.config.validate().map_err(WorkerError::Config)?;
+        if let Some((task, state)) = self.registry.missing_state(&self.states) {
+            return Err(WorkerError::Config(format!(
+                "task {task:?} declares `state: {state}`, but this worker was not given one: \
+                 add .state(value) of type {state} to Worker::builder()"
+            )));
+        }
         if let Some(addr) = self.metrics_listen {
             metrics_exporter_prometheus::PrometheusBuilder::new()
                 .set_buckets(kiln_client::metrics::DURATION_BUCKETS)
@@ -163,10 +178,12 @@ impl WorkerBuilder {
             schedule_sync_declarative(&pool, task_id, cron).await?;
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        let mut registry = self.registry;
+        registry.set_states(self.states);
         Ok(Worker {
             inner: Arc::new(Inner {
                 pool,
-                registry: self.registry,
+                registry,
                 worker_id,
                 config: self.config,
             }),

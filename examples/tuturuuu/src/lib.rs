@@ -22,7 +22,6 @@
 pub mod provider;
 pub mod tasks;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use kiln::{Client, CreateSchedule};
@@ -44,29 +43,26 @@ pub struct App {
     pub http: reqwest::Client,
 }
 
-static APP: OnceLock<App> = OnceLock::new();
-
-/// Gives the task bodies their database and provider. One app per process: the first call wins.
-pub fn init(pool: PgPool, provider_url: impl Into<String>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("an HTTP client without TLS builds");
-    let _ = APP.set(App {
-        pool,
-        provider_url: provider_url.into(),
-        http,
-    });
+impl App {
+    /// The app over `pool`, syncing from the calendar provider at `provider_url`.
+    pub fn new(pool: PgPool, provider_url: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client without TLS builds");
+        Self {
+            pool,
+            provider_url: provider_url.into(),
+            http,
+        }
+    }
 }
 
-pub(crate) fn app() -> kiln::Result<&'static App> {
-    APP.get()
-        .ok_or_else(|| kiln::Error::abort("kiln_tuturuuu::init was not called in this process"))
-}
-
-/// Registers the four Tuturuuu tasks on a worker.
-pub fn register(builder: kiln::WorkerBuilder) -> kiln::WorkerBuilder {
+/// Registers the four Tuturuuu tasks on a worker, with the app state their bodies read
+/// (`ctx.state::<App>()`).
+pub fn register(builder: kiln::WorkerBuilder, app: App) -> kiln::WorkerBuilder {
     builder
+        .state(app)
         .register(ScheduleTask)
         .register(UnifiedSchedule)
         .register(GoogleCalendarSync)
@@ -165,8 +161,12 @@ pub async fn add_workspace(
 
 /// Everything `kiln dev` shows: the schema, a provider on loopback with a few workspaces (with
 /// occasional 429s, 503s and expiring tokens), the full sync every minute, and a first round of
-/// scheduling runs. Returns the provider, whose server runs until the process ends.
-pub async fn start_demo(client: &Client, workspaces: usize) -> Result<provider::Provider, String> {
+/// scheduling runs. Returns the provider, whose server runs until the process ends, and the app
+/// state to hand the worker.
+pub async fn start_demo(
+    client: &Client,
+    workspaces: usize,
+) -> Result<(provider::Provider, App), String> {
     let pool = client.pool().clone();
     create_schema(&pool)
         .await
@@ -181,7 +181,7 @@ pub async fn start_demo(client: &Client, workspaces: usize) -> Result<provider::
         .serve()
         .await
         .map_err(|e| format!("cannot start the calendar provider: {e}"))?;
-    init(pool.clone(), url.clone());
+    let app = App::new(pool.clone(), url.clone());
     for i in 1..=workspaces {
         let ws_id = format!("ws_{i}");
         let credentials = provider.seed_calendar(&ws_id, 10 + 15 * i);
@@ -190,7 +190,7 @@ pub async fn start_demo(client: &Client, workspaces: usize) -> Result<provider::
             .map_err(|e| format!("cannot seed workspace {ws_id}: {e}"))?;
     }
     println!("Calendar provider: {url} ({workspaces} workspaces seeded)");
-    Ok(provider)
+    Ok((provider, app))
 }
 
 /// After the worker registered the tasks: the full sync every minute (and one right now, so the

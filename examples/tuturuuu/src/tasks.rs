@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration as Span, Timelike, Utc};
 use kiln::{task, BatchItem, Context, Error, Result, ScheduleTick};
 use serde::{Deserialize, Serialize};
 
-use crate::app;
 use crate::provider::EventPage;
+use crate::App;
 
 /// The payload of the per-workspace tasks. Its JSON Schema is registered with each task
 /// (`payload_schema: true`), so an HTTP or SQL caller sending `{"ws_id": 42}` is refused at once.
@@ -48,8 +48,8 @@ pub struct FullSyncReport {
 /// Places a workspace's unscheduled tasks (or all of them, with `replan`) into free 15-minute
 /// aligned slots of working hours (09:00–17:00 UTC) over the next two weeks, around its
 /// calendar events and the tasks already placed. The result counts the tasks placed.
-async fn plan(ws_id: String, replan: bool) -> Result<WorkspaceResult> {
-    let placed = place_tasks(&ws_id, replan).await?;
+async fn plan(app: &App, ws_id: String, replan: bool) -> Result<WorkspaceResult> {
+    let placed = place_tasks(app, &ws_id, replan).await?;
     Ok(WorkspaceResult {
         ws_id,
         success: true,
@@ -59,8 +59,7 @@ async fn plan(ws_id: String, replan: bool) -> Result<WorkspaceResult> {
     })
 }
 
-async fn place_tasks(ws_id: &str, replan: bool) -> Result<u32> {
-    let app = app()?;
+async fn place_tasks(app: &App, ws_id: &str, replan: bool) -> Result<u32> {
     let mut tx = app.pool.begin().await?;
     // One planner per workspace at a time, whatever the queue: the placement reads then writes.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tuturuuu.plan:' || $1))")
@@ -132,8 +131,9 @@ task! {
         queue: { concurrency_limit: 10 },
         retry: { max_attempts: 3, factor: 2.0, min_timeout: "1s", max_timeout: "60s" },
         max_duration: "5m",
-        run: async |_ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceResult> {
-            plan(payload.ws_id, false).await
+        state: App,
+        run: async |ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceResult> {
+            plan(ctx.state::<App>(), payload.ws_id, false).await
         }
     }
 }
@@ -146,8 +146,9 @@ task! {
         queue: { concurrency_limit: 5 },
         retry: { max_attempts: 3, factor: 2.0, min_timeout: "1s", max_timeout: "60s" },
         max_duration: "5m",
-        run: async |_ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceResult> {
-            plan(payload.ws_id, true).await
+        state: App,
+        run: async |ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceResult> {
+            plan(ctx.state::<App>(), payload.ws_id, true).await
         }
     }
 }
@@ -167,11 +168,11 @@ const PAGE_ATTEMPTS: u32 = 4;
 
 /// Fetches one page, retrying 429 and 5xx answers with a short backoff.
 async fn fetch_page(
+    app: &App,
     ws_id: &str,
     token: &str,
     query: &[(&str, String)],
 ) -> std::result::Result<EventPage, CallError> {
-    let app = app().map_err(|e| CallError::Other(e.to_string()))?;
     let url = format!("{}/calendars/{ws_id}/events", app.provider_url);
     let mut backoff = Duration::from_millis(20);
     let mut last = String::new();
@@ -223,8 +224,7 @@ async fn fetch_page(
 }
 
 /// Gets a new access token with the refresh token and stores it.
-async fn refresh(ws_id: &str, refresh_token: &str) -> Result<String> {
-    let app = app()?;
+async fn refresh(app: &App, ws_id: &str, refresh_token: &str) -> Result<String> {
     let response = app
         .http
         .post(format!("{}/oauth/token", app.provider_url))
@@ -253,8 +253,7 @@ async fn refresh(ws_id: &str, refresh_token: &str) -> Result<String> {
 }
 
 /// Pulls a workspace's calendar into `tuturuuu.calendar_events`.
-async fn sync_calendar(ws_id: &str) -> Result<(u32, u32)> {
-    let app = app()?;
+async fn sync_calendar(app: &App, ws_id: &str) -> Result<(u32, u32)> {
     let connection: Option<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT access_token, refresh_token, sync_token FROM tuturuuu.calendar_connections WHERE ws_id = $1",
     )
@@ -277,10 +276,10 @@ async fn sync_calendar(ws_id: &str) -> Result<(u32, u32)> {
         if let Some(s) = &sync_token {
             query.push(("syncToken", s.clone()));
         }
-        let page = match fetch_page(ws_id, &token, &query).await {
+        let page = match fetch_page(app, ws_id, &token, &query).await {
             Ok(page) => page,
             Err(CallError::Unauthorized) if !refreshed => {
-                token = refresh(ws_id, &refresh_token).await?;
+                token = refresh(app, ws_id, &refresh_token).await?;
                 refreshed = true;
                 continue;
             }
@@ -350,12 +349,13 @@ task! {
         queue: { concurrency_limit: 1 },
         retry: { max_attempts: 3, factor: 2.0, min_timeout: "200ms", max_timeout: "2s" },
         max_duration: "10m",
+        state: App,
         run: async |ctx: Context, payload: WorkspacePayload| -> Result<WorkspaceResult> {
-            let app = app()?;
+            let app = ctx.state::<App>();
             sqlx::query("INSERT INTO tuturuuu.sync_log (ws_id, run_id, attempt) VALUES ($1, $2, $3)")
                 .bind(&payload.ws_id).bind(ctx.run_id()).bind(ctx.attempt() as i32)
                 .execute(&app.pool).await?;
-            let result = sync_calendar(&payload.ws_id).await;
+            let result = sync_calendar(app, &payload.ws_id).await;
             sqlx::query("UPDATE tuturuuu.sync_log SET finished_at = clock_timestamp() WHERE run_id = $1 AND attempt = $2")
                 .bind(ctx.run_id()).bind(ctx.attempt() as i32)
                 .execute(&app.pool).await?;
@@ -374,8 +374,9 @@ task! {
         queue: { concurrency_limit: 1 },
         cron: "0 * * * *",
         max_duration: "1h",
+        state: App,
         run: async |ctx: Context, tick: ScheduleTick| -> Result<FullSyncReport> {
-            let app = app()?;
+            let app = ctx.state::<App>();
             let workspaces: Vec<String> = sqlx::query_scalar(
                 "SELECT ws_id FROM tuturuuu.calendar_connections ORDER BY ws_id")
                 .fetch_all(&app.pool).await?;

@@ -82,7 +82,7 @@ async fn the_full_sync_tick_syncs_every_workspace_and_reports_failures() {
         broken: broken.clone(),
     });
     let provider_url = provider.serve().await.unwrap();
-    kiln_tuturuuu::init(pool.clone(), provider_url);
+    let app = kiln_tuturuuu::App::new(pool.clone(), provider_url);
     for i in 1..=WORKSPACES {
         let ws_id = format!("ws_{i:02}");
         let credentials = provider.seed_calendar(&ws_id, (i * 7) % 90 + 1);
@@ -93,7 +93,7 @@ async fn the_full_sync_tick_syncs_every_workspace_and_reports_failures() {
 
     // The worker's scheduler reads a manual clock: the hourly tick fires when the test says so.
     let clock = ManualClock::new("2026-06-01T09:59:00Z".parse().unwrap());
-    let worker = kiln_tuturuuu::register(Worker::builder().pool(pool.clone()))
+    let worker = kiln_tuturuuu::register(Worker::builder().pool(pool.clone()), app)
         .configure(|c| {
             c.concurrency = 20;
             c.clock = Arc::new(clock.clone());

@@ -28,8 +28,8 @@ async fn the_nextjs_route_triggers_schedule_task_over_http_and_gets_its_outcome(
     let server = kiln_devdb::server_for_tests(&fallback).await.unwrap();
     let url = kiln_devdb::create_test_database(&server).await.unwrap();
     let client = Client::connect(&url).await.unwrap();
-    let _provider = kiln_tuturuuu::start_demo(&client, 2).await.unwrap();
-    let worker = kiln_tuturuuu::register(Worker::builder().pool(client.pool().clone()))
+    let (_provider, app) = kiln_tuturuuu::start_demo(&client, 2).await.unwrap();
+    let worker = kiln_tuturuuu::register(Worker::builder().pool(client.pool().clone()), app)
         .concurrency(4)
         .build()
         .await
