@@ -216,3 +216,40 @@ impl From<StoreError> for ClientError {
         }
     }
 }
+
+/// Why waiting for a run's typed result gave none.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The run ended without completing.
+    #[error("run {run_id} ended {status}: {}", .error.as_ref().map_or("no error recorded", |e| e.message.as_str()))]
+    Failed {
+        /// The run.
+        run_id: uuid::Uuid,
+        /// Its final status (failed, canceled, crashed, timed_out, expired, system_failure).
+        status: kiln_core::RunStatus,
+        /// The error it ended with.
+        error: Option<kiln_core::ErrorRecord>,
+    },
+    /// The run was not final within the timeout. It goes on: wait again, or read it later.
+    #[error("run {run_id} was not final within {} s; it goes on: wait again or read it later", .waited.as_secs_f64())]
+    Timeout {
+        /// The run.
+        run_id: uuid::Uuid,
+        /// How long was waited.
+        waited: std::time::Duration,
+    },
+    /// The run completed, but its output does not decode into the task's output type (the task
+    /// changed since the run was triggered, or the id is another task's run).
+    #[error("run {run_id} completed, but its output does not decode into {expected}: {message}")]
+    Output {
+        /// The run.
+        run_id: uuid::Uuid,
+        /// The type expected.
+        expected: &'static str,
+        /// Why it does not decode.
+        message: String,
+    },
+    /// Reading or triggering the run failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}

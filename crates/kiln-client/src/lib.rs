@@ -38,7 +38,7 @@ pub use audit::{Audit, AuditEntry, DEFAULT_ACTOR, MAX_AUDIT_PAGE};
 pub use bulk::{
     BulkAction, BulkProgress, BulkSelection, BULK_BATCH, DEFAULT_BULK_CAP, MAX_BULK_CAP,
 };
-pub use error::{ClientError, ErrorCode};
+pub use error::{ClientError, ErrorCode, WaitError};
 pub use keys::{hash_secret, Access, ApiKey, CreatedKey, Keys, Scope, MAX_KEY_NAME, SECRET_PREFIX};
 pub use kiln_core::{
     BatchItem, CancelOutcome, Delay, QueueRow, Run, RunFilter, RunPage, RunStatus, Schedule,
@@ -77,6 +77,8 @@ pub struct Client {
     pool: sqlx::PgPool,
     actor: std::sync::Arc<str>,
     schemas: std::sync::Arc<SchemaCache>,
+    /// Wakes [`Runs::wait`] calls; started at the first wait, shared by clones.
+    waiter: std::sync::Arc<std::sync::OnceLock<RunWaiter>>,
 }
 
 /// How long a task's payload schema is reused before it is read again.
@@ -100,6 +102,7 @@ impl Client {
             pool,
             actor: std::sync::Arc::from(DEFAULT_ACTOR),
             schemas: std::sync::Arc::default(),
+            waiter: std::sync::Arc::default(),
         }
     }
 
@@ -110,7 +113,15 @@ impl Client {
             pool: self.pool.clone(),
             actor: std::sync::Arc::from(actor.into()),
             schemas: std::sync::Arc::clone(&self.schemas),
+            waiter: std::sync::Arc::clone(&self.waiter),
         }
+    }
+
+    /// The process's waiter for finished runs (one `LISTEN` connection), started on first use.
+    /// Its own client has no waiter, so the listening task ends with the last clone of this one.
+    pub(crate) fn waiter(&self) -> &RunWaiter {
+        self.waiter
+            .get_or_init(|| RunWaiter::start(Client::new(self.pool.clone())))
     }
 
     /// Refuses a payload that does not match the JSON Schema its task registered
@@ -217,6 +228,18 @@ impl Client {
             typed_payload::<T>(&payload),
             None,
         )
+    }
+
+    /// Triggers one run of `T` and waits until it is final: its typed output, or why there is
+    /// none ([`WaitError`]). On [`WaitError::Timeout`] the run goes on; wait for it again with
+    /// [`Runs::wait`]. For a run triggered inside a task body, use `ctx.trigger_and_wait`.
+    pub async fn trigger_and_wait<T: Task>(
+        &self,
+        payload: T::Payload,
+        timeout: std::time::Duration,
+    ) -> Result<T::Output, WaitError> {
+        let run = self.trigger::<T>(payload).await?;
+        self.runs().wait::<T>(run.id, timeout).await
     }
 
     /// Triggers one run of `T` inside the caller's transaction: the run exists if and only if the

@@ -153,6 +153,37 @@ impl<'a> Runs<'a> {
         Ok(handle)
     }
 
+    /// Waits until run `id` of task `T` is final and returns its typed output, or why there is
+    /// none: [`WaitError::Failed`] with its status and error, [`WaitError::Timeout`] when
+    /// `timeout` passed first (the run goes on). Woken by Kiln's finish notification, with a
+    /// slow poll behind it; one listening connection serves every wait of the process.
+    pub async fn wait<T: kiln_core::Task>(
+        &self,
+        id: Uuid,
+        timeout: std::time::Duration,
+    ) -> Result<T::Output, crate::WaitError> {
+        let run =
+            self.ops
+                .client
+                .waiter()
+                .wait(id, timeout)
+                .await?
+                .ok_or(crate::WaitError::Timeout {
+                    run_id: id,
+                    waited: timeout,
+                })?;
+        typed_output::<T>(run)
+    }
+
+    /// How many runs match `filter` (its page position ignored), per status, in lifecycle
+    /// order. Without a filter this counts every run: on a large history prefer a filter.
+    pub async fn counts(
+        &self,
+        filter: &RunFilter,
+    ) -> Result<Vec<(kiln_core::RunStatus, u64)>, ClientError> {
+        Ok(kiln_store::run::run_status_counts_filtered(self.ops.pool, filter).await?)
+    }
+
     /// How many runs match `filter` (its page position ignored), counting at most `at_most`.
     pub async fn count(&self, filter: &RunFilter, at_most: u64) -> Result<u64, ClientError> {
         Ok(kiln_store::run::run_count(self.ops.pool, filter, at_most).await?)
@@ -212,4 +243,22 @@ pub(crate) fn replay_spec(original: &Run, payload: serde_json::Value) -> RunSpec
             ..TriggerOptions::default()
         },
     }
+}
+
+/// A final run's typed result.
+pub(crate) fn typed_output<T: kiln_core::Task>(run: Run) -> Result<T::Output, crate::WaitError> {
+    if run.status != kiln_core::RunStatus::Completed {
+        return Err(crate::WaitError::Failed {
+            run_id: run.id,
+            status: run.status,
+            error: run.error,
+        });
+    }
+    serde_json::from_value(run.output.unwrap_or(serde_json::Value::Null)).map_err(|e| {
+        crate::WaitError::Output {
+            run_id: run.id,
+            expected: std::any::type_name::<T::Output>(),
+            message: e.to_string(),
+        }
+    })
 }

@@ -575,6 +575,32 @@ pub async fn run_list_by_ids(pool: &Pool, ids: &[Uuid]) -> Result<Vec<Run>> {
         .map_err(db("reading runs"))
 }
 
+/// Counts the runs matching `filter` (its page position ignored) per status, in lifecycle order.
+pub async fn run_status_counts_filtered(
+    pool: &Pool,
+    filter: &RunFilter,
+) -> Result<Vec<(RunStatus, u64)>> {
+    let mut q = sqlx::QueryBuilder::new("SELECT status::text, count(*) FROM kiln.runs WHERE true");
+    push_run_filter(&mut q, filter);
+    q.push(" GROUP BY 1");
+    let rows: Vec<(String, i64)> = q
+        .build_query_as()
+        .fetch_all(pool)
+        .await
+        .map_err(db("counting runs"))?;
+    let mut counts = rows
+        .into_iter()
+        .map(|(status, n)| {
+            let status: RunStatus = status
+                .parse()
+                .map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
+            Ok((status, n as u64))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    counts.sort_by_key(|(status, _)| RunStatus::ALL.iter().position(|s| s == status));
+    Ok(counts)
+}
+
 /// Counts runs per status, for one task or for all.
 pub async fn run_status_counts(
     pool: &Pool,
