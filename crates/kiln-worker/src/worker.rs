@@ -85,6 +85,60 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a claimed run's lease lasts without a heartbeat (default [`DEFAULT_LEASE`], 30 s):
+    /// a worker that dies loses its runs to another worker after at most this long.
+    ///
+    /// [`DEFAULT_LEASE`]: crate::DEFAULT_LEASE
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// How often held leases are extended (default 10 s); must be shorter than the lease.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.config.heartbeat_interval = every;
+        self
+    }
+
+    /// How often an idle worker looks for runs besides being notified (default 1 s).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.config.poll_interval = every;
+        self
+    }
+
+    /// How long runs in flight may finish when the worker is asked to stop (default 30 s);
+    /// runs still going then are handed back without using up an attempt.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// How long a body may take to return after its run was canceled or timed out (default 5 s).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.config.cancel_grace = grace;
+        self
+    }
+
+    /// How often the maintenance services run: scheduler, rescuer, delayed promoter, expirer,
+    /// cleaner (default 1 s). [`WorkerBuilder::run_maintenance`] turns them off in this process.
+    pub fn maintenance_interval(mut self, every: Duration) -> Self {
+        self.config.maintenance_interval = every;
+        self
+    }
+
+    /// Whether this process runs the maintenance services (default yes; every worker may, they
+    /// coordinate through the database).
+    pub fn run_maintenance(mut self, run: bool) -> Self {
+        self.config.run_maintenance = run;
+        self
+    }
+
+    /// How long finished runs are kept (default 30 days); `None` keeps them forever.
+    pub fn retention(mut self, keep: Option<Duration>) -> Self {
+        self.config.retention = keep;
+        self
+    }
+
     /// Serves this process's metrics (Prometheus text: attempts, durations, claims) on `addr`,
     /// e.g. `0.0.0.0:9464`. Installs the process's global `metrics` recorder: building fails if
     /// another one is installed already. The gauges read from Postgres are on `kiln serve`'s
