@@ -63,8 +63,12 @@ impl<'a> Runs<'a> {
     pub async fn count_children_by_status(
         &self,
         id: Uuid,
-    ) -> Result<Vec<(kiln_core::RunStatus, i64)>, ClientError> {
-        Ok(kiln_store::run::run_child_status_counts(self.ops.pool, id).await?)
+    ) -> Result<Vec<(kiln_core::RunStatus, u64)>, ClientError> {
+        self.counts(&RunFilter {
+            parent_run_id: Some(id),
+            ..RunFilter::default()
+        })
+        .await
     }
 
     /// A page of runs, newest first, filtered.

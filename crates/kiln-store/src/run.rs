@@ -433,28 +433,6 @@ async fn run_list_by_status(pool: &Pool, filter: &RunFilter, limit: u32) -> Resu
     Ok(page_of(runs, filter, limit, backwards, scanned_to))
 }
 
-/// How many child runs run `id` triggered, per status, in lifecycle order.
-pub async fn run_child_status_counts(pool: &Pool, id: Uuid) -> Result<Vec<(RunStatus, i64)>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status::text, count(*) FROM kiln.runs WHERE parent_run_id = $1 GROUP BY 1",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await
-    .map_err(db("counting child runs"))?;
-    let mut counts = rows
-        .into_iter()
-        .map(|(status, n)| {
-            let status: RunStatus = status
-                .parse()
-                .map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
-            Ok((status, n))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    counts.sort_by_key(|(status, _)| RunStatus::ALL.iter().position(|s| s == status));
-    Ok(counts)
-}
-
 /// How many child runs run `id` triggered.
 pub async fn run_count_children(pool: &Pool, id: Uuid) -> Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM kiln.runs WHERE parent_run_id = $1")

@@ -373,7 +373,7 @@ pub(super) async fn detail(
         Ok(counts) => counts,
         Err(error) => return error_page(error.into()),
     };
-    let child_count: i64 = child_counts.iter().map(|(_, n)| n).sum();
+    let child_count: u64 = child_counts.iter().map(|(_, n)| n).sum();
     let now = Utc::now();
     let body = html! {
         p class="crumbs" { a href="/runs" { "Runs" } " / " code { (run.id) } }
@@ -431,7 +431,7 @@ pub(super) async fn detail(
                 }
             }
             (children_table(&children.runs, now))
-            @if child_count > i64::from(CHILDREN_SHOWN) {
+            @if child_count > u64::from(CHILDREN_SHOWN) {
                 p { a href={ "/runs?parent=" (run.id) } { "All " (child_count) " children" } }
             }
         }
