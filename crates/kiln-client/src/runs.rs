@@ -166,17 +166,24 @@ impl<'a> Runs<'a> {
         id: Uuid,
         timeout: std::time::Duration,
     ) -> Result<T::Output, crate::WaitError> {
-        let run =
-            self.ops
-                .client
-                .waiter()
-                .wait(id, timeout)
-                .await?
-                .ok_or(crate::WaitError::Timeout {
-                    run_id: id,
-                    waited: timeout,
-                })?;
+        let run = self
+            .wait_final(id, timeout)
+            .await?
+            .ok_or(crate::WaitError::Timeout {
+                run_id: id,
+                waited: timeout,
+            })?;
         typed_output::<T>(run)
+    }
+
+    /// Run `id` once it is final, or `None` when `timeout` passed first; untyped (the HTTP
+    /// API's long poll uses this). An unknown id is [`ClientError::RunNotFound`].
+    pub async fn wait_final(
+        &self,
+        id: Uuid,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Run>, ClientError> {
+        self.ops.client.waiter().wait(id, timeout).await
     }
 
     /// How many runs match `filter` (its page position ignored), per status, in lifecycle

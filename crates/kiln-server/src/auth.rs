@@ -33,7 +33,11 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    async fn authenticate(&self, client: &Client, secret: &str) -> Result<ApiKey, ApiError> {
+    pub(crate) async fn authenticate(
+        &self,
+        client: &Client,
+        secret: &str,
+    ) -> Result<ApiKey, ApiError> {
         let hash = hash_secret(secret);
         let cached = self
             .lookups

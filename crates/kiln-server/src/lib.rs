@@ -26,7 +26,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use kiln_client::{Client, RunWaiter};
+use kiln_client::Client;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
@@ -77,7 +77,6 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone)]
 pub struct AppState {
     client: Client,
-    waiter: RunWaiter,
     keys: Arc<auth::KeyCache>,
     gauges: Arc<metrics_page::GaugeCache>,
     dashboard: Arc<dashboard::DashboardState>,
@@ -85,14 +84,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `client` (its actions are recorded as done by each request's key). Starts the
-    /// listener that wakes `GET /runs/{id}/wait` (needs a tokio runtime).
+    /// State over `client` (its actions are recorded as done by each request's key). The
+    /// client's own waiter wakes `GET /runs/{id}/wait`, listening from the first wait on.
     pub fn new(client: Client, config: ServerConfig) -> Self {
         // Counters and histograms recorded from now on show on /metrics.
         prometheus_handle();
         Self {
             gauges: Arc::default(),
-            waiter: RunWaiter::start(client.clone()),
             client,
             keys: Arc::default(),
             dashboard: dashboard::DashboardState::new(config.session_secret.as_deref()),

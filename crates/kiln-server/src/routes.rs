@@ -314,7 +314,7 @@ pub(crate) async fn wait_run(
             format!("timeout may be at most {} s", MAX_WAIT.as_secs()),
         ));
     }
-    match state.waiter.wait(id, timeout).await? {
+    match state.client.runs().wait_final(id, timeout).await? {
         Some(run) => Ok(Json(RunBody::new(&run, None))),
         None => Err(ApiError::new(
             ErrorCode::Timeout,

@@ -113,6 +113,16 @@ fn read_request(form: &[(String, String)]) -> Result<Request, ApiError> {
     })
 }
 
+/// A bulk form's fields, after its CSRF check, and what they ask for.
+fn checked_request(
+    session: &Session,
+    body: &Bytes,
+) -> Result<(Vec<(String, String)>, Request), ApiError> {
+    let form = checked_form(session, body)?;
+    let request = read_request(&form)?;
+    Ok((form, request))
+}
+
 fn hidden_fields(session: &Session, form: &[(String, String)]) -> Markup {
     html! {
         (csrf(session))
@@ -129,8 +139,7 @@ pub(super) async fn confirm(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let form = checked_form(&session, &body)?;
-        let request = read_request(&form)?;
+        let (form, request) = checked_request(&session, &body)?;
         let cap = state.config.bulk_cap;
         let count = match &request.selection {
             BulkSelection::Ids(ids) => ids.len() as u64,
@@ -180,8 +189,7 @@ pub(super) async fn start(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let form = checked_form(&session, &body)?;
-        let request = read_request(&form)?;
+        let (_, request) = checked_request(&session, &body)?;
         let (id, job) = state.dashboard.jobs.add(Job {
             action: request.action,
             who: session.who.clone(),

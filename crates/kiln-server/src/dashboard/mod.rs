@@ -203,9 +203,9 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
         );
     }
     let secret = field(&form, "key").unwrap_or_default().trim();
-    let key = match state.client.keys().authenticate(secret).await {
-        Ok(Some(key)) => key,
-        Ok(None) => {
+    let key = match state.keys.authenticate(&state.client, secret).await {
+        Ok(key) => key,
+        Err(error) if error.code == kiln_client::ErrorCode::Unauthorized => {
             return login_form(
                 &state,
                 &headers,
@@ -214,7 +214,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
                 StatusCode::UNAUTHORIZED,
             )
         }
-        Err(error) => return error_page(error.into()),
+        Err(error) => return error_page(error),
     };
     if !key.scope.allows(kiln_client::Access::Admin) {
         let message = format!(

@@ -270,7 +270,7 @@ fn runs_table(
             }
             @if runs.scan_limited {
                 p class="hint scan-note" {
-                    "A status filter reads at most " (kiln_store_budget()) " runs per page, and this page stopped there"
+                    "A status filter reads at most " (scan_budget_shown()) " runs per page, and this page stopped there"
                     @if runs.runs.is_empty() { " without a match" }
                     ": older runs were not searched yet. "
                     @if let Some(cursor) = runs.next_cursor {
@@ -317,7 +317,7 @@ fn runs_table(
 }
 
 /// Runs a status-filtered page reads at most, as shown.
-fn kiln_store_budget() -> String {
+fn scan_budget_shown() -> String {
     let budget = kiln_client::STATUS_SCAN_BUDGET;
     format!("{},{:03}", budget / 1000, budget % 1000)
 }
