@@ -81,7 +81,7 @@ async fn trigger_runs(pool: &PgPool, n: i32) -> Vec<Uuid> {
         "SELECT kiln.trigger($1, '{}'::jsonb,
                              jsonb_build_object('allow_unregistered', true,
                                                 'concurrency_key', 'k' || (i % 8),
-                                                'max_attempts', 1000000))
+                                                'max_attempts', 1000))
            FROM generate_series(1, $2) i",
     )
     .bind(TASK)

@@ -125,6 +125,7 @@ async fn abort_bad_payload_and_panic_are_handled_as_documented() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_queued_and_expired_runs_follow_their_clock() {
     let (db, client) = registered().await;
+    client.queues().create("parked", None).await.unwrap();
 
     let delayed = client
         .trigger::<Echo>(WorkspacePayload { ws_id: "d".into() })
@@ -464,6 +465,7 @@ async fn runs_list_filters_and_pages_and_replay_makes_a_new_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cleaner_deletes_finished_runs_past_retention_and_keeps_the_rest() {
     let (db, client) = registered().await;
+    client.queues().create("parked", None).await.unwrap();
     let waiting = client
         .trigger::<Echo>(WorkspacePayload { ws_id: "w".into() })
         .queue("parked")

@@ -163,3 +163,171 @@ async fn sql_callers_get_errors_that_name_the_problem_and_store_nothing() {
     let allowed = trigger(&db, "shedule-task", "{}", r#"{"allow_unregistered": true}"#).await;
     assert!(allowed.is_ok(), "{allowed:?}");
 }
+
+/// A connection as a fresh login role in `kiln_app` (roles are cluster-wide: the name is unique
+/// to this test run, and the role is dropped at the end).
+async fn app_role_pool(db: &TestDb) -> (sqlx::PgPool, String) {
+    use std::str::FromStr;
+    let role = format!("kiln_app_probe_{}", Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN IN ROLE kiln_app"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+        .unwrap()
+        .username(&role);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap();
+    (pool, role)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_role_triggers_reads_cancels_and_hears_finishes_but_can_do_nothing_else() {
+    let (db, client) = registered().await;
+    let (app, role) = app_role_pool(&db).await;
+
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app)
+        .await
+        .unwrap();
+    listener.listen("kiln_runs_finished").await.unwrap();
+    let id: Uuid = sqlx::query_scalar(
+        "SELECT kiln.trigger('echo', '{\"ws_id\": \"app\"}', '{\"tags\": [\"app\"]}')",
+    )
+    .fetch_one(&app)
+    .await
+    .unwrap();
+    let batch: Vec<(i32, Uuid, bool)> = sqlx::query_as(
+        "SELECT * FROM kiln.trigger_batch('echo', '[{\"payload\": {\"ws_id\": \"b1\"}}, {\"payload\": {\"ws_id\": \"b2\"}, \"options\": {\"delay\": \"1h\"}}]')",
+    )
+    .fetch_all(&app)
+    .await
+    .unwrap();
+    assert_eq!(batch.iter().map(|b| b.0).collect::<Vec<_>>(), [1, 2]);
+    let listed: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, status FROM kiln.runs_by(p_tag => 'app')")
+            .fetch_all(&app)
+            .await
+            .unwrap();
+    assert_eq!(listed, [(id, "queued".to_owned())]);
+    let was: String = sqlx::query_scalar("SELECT kiln.cancel($1)")
+        .bind(batch[1].1)
+        .fetch_one(&app)
+        .await
+        .unwrap();
+    assert_eq!(was, "delayed");
+    let again = sqlx::query("SELECT kiln.cancel($1)")
+        .bind(batch[1].1)
+        .execute(&app)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.as_database_error().unwrap().code().as_deref(),
+        Some("KL409"),
+        "{again}"
+    );
+    let audit: String =
+        sqlx::query_scalar("SELECT actor FROM kiln.audit_log WHERE action = 'run.cancel'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audit, format!("sql:{role}"));
+
+    // The worker runs it; the app hears that it finished and reads the output.
+    let worker = InProcessWorker::start(&db, "w1", 2).await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let note = listener.recv().await.unwrap();
+            if note.payload().split(',').any(|p| p == id.to_string()) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(heard.is_ok(), "the finish of {id} was announced");
+    let run: serde_json::Value = sqlx::query_scalar("SELECT kiln.run($1)")
+        .bind(id)
+        .fetch_one(&app)
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["output"]["ws_id"], "app");
+    assert_eq!(run["attempt_list"][0]["status"], "completed");
+    worker.stop().await;
+
+    // What the role cannot do: read or change tables, claim, complete, or call internals.
+    let before = client.runs().counts(&Default::default()).await.unwrap();
+    for sql in [
+        "SELECT count(*) FROM kiln.runs",
+        "DELETE FROM kiln.runs",
+        "UPDATE kiln.leases SET expires_at = now()",
+        "SELECT * FROM kiln.api_keys",
+        "SELECT * FROM kiln.claim_runs('w', ARRAY['echo'], 10, 30000)",
+        "SELECT * FROM kiln.trigger_runs('echo', ARRAY['{\"payload\": {}}'::jsonb])",
+        "SELECT * FROM kiln.cancel_runs(ARRAY[gen_random_uuid()])",
+        "SELECT kiln.wait_expire()",
+        "INSERT INTO kiln.tasks (id, queue, max_attempts, retry) VALUES ('x', 'x', 1, '{}')",
+        "UPDATE kiln.limits SET max_tags = 100",
+    ] {
+        let error = sqlx::query(sql).execute(&app).await.unwrap_err();
+        assert_eq!(
+            error.as_database_error().unwrap().code().as_deref(),
+            Some("42501"),
+            "{sql}: {error}"
+        );
+    }
+    assert_eq!(
+        client.runs().counts(&Default::default()).await.unwrap(),
+        before
+    );
+    listener.unlisten_all().await.unwrap();
+    drop(listener);
+    app.close().await;
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_createrole_the_migration_prints_the_sql_instead_of_failing() {
+    let db = TestDb::new().await;
+    let role = format!("kiln_owner_probe_{}", Uuid::now_v7().simple());
+    // A role like a managed service's: it owns its database but may not create roles. The
+    // migration must apply all the same, and say what an administrator should run.
+    sqlx::query(&format!("CREATE ROLE {role} LOGIN NOCREATEROLE"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let database = format!("{role}_db");
+    sqlx::query(&format!("CREATE DATABASE {database} OWNER {role}"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+        .unwrap()
+        .username(&role)
+        .database(&database);
+    let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+    // Whether kiln_app exists already depends on other tests; the migration works either way
+    // for a role that may not create roles (granting to an existing role needs no CREATEROLE).
+    kiln_store::migrate(&pool).await.unwrap();
+    let id: Uuid =
+        sqlx::query_scalar("SELECT kiln.trigger('t', '{}', '{\"allow_unregistered\": true}')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!id.is_nil());
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}

@@ -438,6 +438,16 @@ pub(crate) enum QueuesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a queue that triggers may name with --queue (a trigger never creates one).
+    Create {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The queue's name: letters, digits and - _ . : / (at most 128).
+        name: String,
+        /// Runs at once (per concurrency key when runs carry keys); no limit when left out.
+        #[arg(long)]
+        limit: Option<i32>,
+    },
     /// Stop new runs of a queue from starting (executing runs finish).
     Pause {
         #[command(flatten)]
@@ -503,6 +513,13 @@ pub(crate) async fn queues(command: QueuesCommand) -> CliResult {
                     ],
                     &rows,
                 );
+            }
+        }
+        QueuesCommand::Create { db, name, limit } => {
+            db.client().await?.queues().create(&name, limit).await?;
+            match limit {
+                Some(limit) => println!("created queue {name} (limit {limit})"),
+                None => println!("created queue {name} (no limit)"),
             }
         }
         QueuesCommand::Pause { db, name } => {

@@ -30,14 +30,6 @@ pub enum ClientError {
         /// Which field is wrong, and how.
         message: String,
     },
-    /// The payload (or metadata) is larger than allowed.
-    #[error("cannot trigger task {task_id:?}: {message}")]
-    PayloadTooLarge {
-        /// The task id.
-        task_id: String,
-        /// What is too large, by how much.
-        message: String,
-    },
     /// No run has this id.
     #[error("run {0} does not exist: check the id (`kiln runs list` shows recent runs)")]
     RunNotFound(Uuid),
@@ -72,6 +64,9 @@ pub enum ClientError {
     /// The state of what was named does not allow the change.
     #[error("{0}")]
     Conflict(String),
+    /// Something the caller passed is larger than its limit (`kiln.limits`).
+    #[error("{0}")]
+    TooLarge(String),
     /// The database is reachable but not ready for Kiln (not migrated).
     #[error("{0}")]
     NotReady(String),
@@ -154,7 +149,7 @@ impl ClientError {
             Self::NotWaiting { .. } | Self::AlreadyFinished { .. } | Self::Conflict(_) => {
                 ErrorCode::Conflict
             }
-            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::InvalidPayload { .. } => ErrorCode::InvalidPayload,
             Self::Connect(_) | Self::NotReady(_) => ErrorCode::Unavailable,
             Self::Store(error) if error.is_connection() => ErrorCode::Unavailable,
@@ -169,16 +164,11 @@ impl ClientError {
         }
     }
 
-    /// Checks a payload against the limits every trigger path shares (size, storable strings).
+    /// Checks that a payload holds no string Postgres cannot store (`\u0000`), naming its path.
+    /// Its size, like every other limit, is checked by the database's one validator.
     pub(crate) fn check_payload(task_id: &str, payload: &serde_json::Value) -> Result<(), Self> {
-        match kiln_core::check_json("payload", payload, kiln_core::MAX_PAYLOAD_BYTES) {
-            Ok(()) => Ok(()),
-            Err(e @ kiln_core::LimitError::TooLarge { .. }) => Err(Self::PayloadTooLarge {
-                task_id: task_id.to_owned(),
-                message: e.to_string(),
-            }),
-            Err(e) => Err(Self::invalid(task_id, e.to_string())),
-        }
+        kiln_core::check_json("payload", payload, usize::MAX)
+            .map_err(|e| Self::invalid(task_id, e.to_string()))
     }
 
     /// The same error, saying which item of a batch (0-based) it is about.
@@ -189,10 +179,6 @@ impl ClientError {
                 message: format!("batch item {index}: {message}"),
             },
             Self::InvalidPayload { task_id, message } => Self::InvalidPayload {
-                task_id,
-                message: format!("batch item {index}: {message}"),
-            },
-            Self::PayloadTooLarge { task_id, message } => Self::PayloadTooLarge {
                 task_id,
                 message: format!("batch item {index}: {message}"),
             },
@@ -212,6 +198,7 @@ impl From<StoreError> for ClientError {
             StoreError::Invalid(message) => Self::Invalid(message),
             StoreError::NotFound(message) => Self::NotFound(message),
             StoreError::Conflict(message) => Self::Conflict(message),
+            StoreError::TooLarge(message) => Self::TooLarge(message),
             other => Self::Store(other),
         }
     }

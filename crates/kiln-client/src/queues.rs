@@ -1,7 +1,9 @@
 //! `client.queues()`: list, pause, resume, limit.
 
 use kiln_core::QueueRow;
-use kiln_store::queue::{queue_get, queue_list, queue_set_limit_override, queue_set_paused};
+use kiln_store::queue::{
+    queue_create, queue_get, queue_list, queue_set_limit_override, queue_set_paused,
+};
 
 use crate::audit::Ops;
 use crate::ClientError;
@@ -35,6 +37,17 @@ impl<'a> Queues<'a> {
         limit: u32,
     ) -> Result<Vec<kiln_core::KeyLoad>, ClientError> {
         Ok(kiln_store::queue::queue_busiest_keys(self.ops.pool, name, limit).await?)
+    }
+
+    /// Creates a queue that triggers may then name with the `queue` option (a trigger never
+    /// creates one: that would escape its task's limit). `limit` caps its runs at once (per
+    /// concurrency key when runs carry keys); `None` leaves it unlimited.
+    pub async fn create(&self, name: &str, limit: Option<i32>) -> Result<(), ClientError> {
+        queue_create(self.ops.pool, name, limit).await?;
+        self.ops
+            .audit("queue.create", name, serde_json::json!({ "limit": limit }))
+            .await;
+        Ok(())
     }
 
     /// Stops new runs of the queue from starting; executing runs finish.

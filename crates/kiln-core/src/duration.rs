@@ -1,4 +1,4 @@
-//! Human-written durations ("500ms", "30s", "5m", "1h30m", "2d"), parsed in `const` context so a
+//! Human-written durations ("500ms", "30s", "5m", "1h30m", "2d", "1w"), parsed in `const` context so a
 //! task definition with a bad duration fails to compile.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 pub enum DurationError {
     /// The string is empty.
     Empty,
-    /// A unit is not one of ms, s, m, h, d.
+    /// A unit is not one of ms, s, m, h, d, w.
     UnknownUnit,
     /// A number has no unit after it, or a unit has no number before it.
     MissingPart,
@@ -21,7 +21,7 @@ impl DurationError {
     pub const fn describe(self) -> &'static str {
         match self {
             Self::Empty => "it is empty",
-            Self::UnknownUnit => "it uses a unit other than ms, s, m, h, d",
+            Self::UnknownUnit => "it uses a unit other than ms, s, m, h, d, w",
             Self::MissingPart => "each number needs a unit and each unit a number",
             Self::Overflow => "it is too large",
         }
@@ -80,6 +80,7 @@ pub const fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             (1, b'm', _) => 60_000,
             (1, b'h', _) => 3_600_000,
             (1, b'd', _) => 86_400_000,
+            (1, b'w', _) => 604_800_000,
             _ => return Err(DurationError::UnknownUnit),
         };
         total_ms = match number.checked_mul(unit_ms) {
@@ -104,6 +105,7 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("1w2d"), Ok(Duration::from_secs(9 * 86_400)));
     }
 
     #[test]
@@ -113,7 +115,7 @@ mod tests {
         assert_eq!(parse_duration("m"), Err(DurationError::MissingPart));
         assert_eq!(parse_duration("5 minutes"), Err(DurationError::MissingPart));
         assert_eq!(parse_duration("5min"), Err(DurationError::UnknownUnit));
-        assert_eq!(parse_duration("5w"), Err(DurationError::UnknownUnit));
+        assert_eq!(parse_duration("5y"), Err(DurationError::UnknownUnit));
         assert_eq!(
             parse_duration("99999999999999999999s"),
             Err(DurationError::Overflow)

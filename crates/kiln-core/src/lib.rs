@@ -36,7 +36,7 @@ pub use cron::{parse_timezone, CronError, CronSchedule};
 pub use duration::{parse_duration, DurationError};
 pub use error::{Error, ErrorKind, ErrorRecord, Result, ResultExt};
 pub use limits::{
-    check_json, check_key, check_option_duration, LimitError, MAX_ATTEMPTS_LIMIT, MAX_KEY_BYTES,
+    check_json, check_key, check_storable, LimitError, MAX_ATTEMPTS_LIMIT, MAX_KEY_BYTES,
     MAX_OPTION_DURATION, MAX_PAYLOAD_BYTES,
 };
 pub use listing::{

@@ -1,31 +1,21 @@
-//! What a trigger may carry, checked before anything is stored: the payload's size, and strings
-//! Postgres can keep (a JSON string holding `\u0000` cannot be stored as `jsonb`). Rust callers,
-//! the CLI and the HTTP API all trigger through the client, which applies these checks.
+//! Limits on what a run carries. The authority is the database: every trigger (Rust, CLI, HTTP,
+//! SQL) goes through `kiln.trigger_runs`, which checks sizes, lengths, counts and ranges against
+//! the one row of `kiln.limits` (whose defaults are the constants here). What Rust checks before
+//! sending is what Postgres cannot even receive: a string holding `\u0000` (not storable in
+//! `jsonb` or `text`), named by its path.
 
-/// Largest payload (and metadata), serialized as JSON: 4 MiB.
+/// Default largest payload, metadata or output, as stored `jsonb`: 4 MiB.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
-/// Longest concurrency key, idempotency key or tag, in bytes (Postgres indexes them; a btree
+/// Default longest concurrency key, idempotency key or tag, in bytes (Postgres indexes them; a btree
 /// entry must stay well under a page).
 pub const MAX_KEY_BYTES: usize = 255;
 
-/// Longest duration a trigger option (delay, ttl, priority, idempotency key ttl, max duration)
+/// Default longest duration a trigger option (delay, ttl, priority, idempotency key ttl, max duration)
 /// may take: ten years.
 pub const MAX_OPTION_DURATION: std::time::Duration =
     std::time::Duration::from_secs(10 * 365 * 24 * 3600);
-/// Most attempts a run may be given.
+/// Default most attempts a run may be given.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 1_000;
-
-/// Checks that a duration option is at most [`MAX_OPTION_DURATION`].
-pub fn check_option_duration(option: &str, value: std::time::Duration) -> Result<(), String> {
-    if value > MAX_OPTION_DURATION {
-        return Err(format!(
-            "option {option}: at most {} days, got {} s",
-            MAX_OPTION_DURATION.as_secs() / 86_400,
-            value.as_secs()
-        ));
-    }
-    Ok(())
-}
 
 /// Why a JSON value cannot be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,13 +53,19 @@ pub fn check_json(field: &str, value: &serde_json::Value, max: usize) -> Result<
     Ok(())
 }
 
-/// Checks a key or tag: at most [`MAX_KEY_BYTES`] and no `\u0000`.
-pub fn check_key(field: &str, value: &str) -> Result<(), String> {
+/// Checks that a string holds no `\u0000`, which Postgres cannot store.
+pub fn check_storable(field: &str, value: &str) -> Result<(), String> {
     if value.contains('\0') {
         return Err(format!(
             "{field} holds the character \\u0000, which PostgreSQL cannot store"
         ));
     }
+    Ok(())
+}
+
+/// Checks a key or tag: at most [`MAX_KEY_BYTES`] and no `\u0000`.
+pub fn check_key(field: &str, value: &str) -> Result<(), String> {
+    check_storable(field, value)?;
     if value.len() > MAX_KEY_BYTES {
         return Err(format!(
             "{field} is {} bytes, over the limit of {MAX_KEY_BYTES}: use a shorter key (a hash of it, say)",

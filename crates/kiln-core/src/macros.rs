@@ -296,7 +296,7 @@ macro_rules! __kiln_duration {
             Err(_) => ::core::panic!(concat!(
                 "task `", stringify!($name), "`: ", stringify!($($key).+), " = ", stringify!($v),
                 " is not a duration; write a number and a unit, e.g. \"30s\", \"5m\", \"1h30m\" ",
-                "(units: ms, s, m, h, d)"
+                "(units: ms, s, m, h, d, w)"
             )),
         }
     };

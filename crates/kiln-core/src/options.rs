@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-/// Most tags a run may carry.
+/// Most tags a run may carry, by default (`kiln.limits.max_tags`).
 pub const MAX_TAGS: usize = 10;
 /// Most runs one batch trigger may insert.
 pub const MAX_BATCH_SIZE: usize = 1_000;
@@ -140,57 +140,24 @@ impl TriggerOptions {
         self
     }
 
-    /// Checks the options, naming the first thing wrong with them.
+    /// Checks what must be checked before the options are sent: strings Postgres cannot store
+    /// (`\u0000`). Everything else (ranges, sizes, tag counts, queue names) is checked by the
+    /// one validator every trigger path goes through, `kiln.trigger_runs`, against `kiln.limits`.
     pub fn validate(&self) -> Result<(), String> {
-        if self.tags.len() > MAX_TAGS {
-            return Err(format!(
-                "a run takes at most {MAX_TAGS} tags, got {}: drop some or put them in metadata",
-                self.tags.len()
-            ));
-        }
-        if self.max_attempts == Some(0) {
-            return Err("max_attempts must be at least 1 (1 means no retry)".into());
-        }
-        if let Some(n) = self.max_attempts.filter(|n| *n > crate::MAX_ATTEMPTS_LIMIT) {
-            return Err(format!(
-                "max_attempts may be at most {}, got {n}",
-                crate::MAX_ATTEMPTS_LIMIT
-            ));
-        }
-        if let Some(Delay::For(d)) = self.delay {
-            crate::check_option_duration("delay", d)?;
-        }
         for (name, value) in [
-            ("ttl", self.ttl),
-            ("idempotency_key_ttl", self.idempotency_key_ttl),
-            ("priority", self.priority),
-            ("max_duration", self.max_duration),
+            ("concurrency_key", &self.concurrency_key),
+            ("idempotency_key", &self.idempotency_key),
+            ("queue", &self.queue),
         ] {
-            if let Some(d) = value {
-                crate::check_option_duration(name, d)?;
+            if let Some(value) = value {
+                crate::check_storable(name, value)?;
             }
         }
-        if let Some(queue) = &self.queue {
-            crate::validate_task_id(queue).map_err(|e| format!("queue {queue:?}: {e}"))?;
-        }
-        if self.concurrency_key.as_deref() == Some("") {
-            return Err(
-                "concurrency_key is empty: leave it out, or pass a value such as a workspace id"
-                    .into(),
-            );
-        }
-        if let Some(key) = &self.concurrency_key {
-            crate::check_key("concurrency_key", key)?;
-        }
-        if let Some(key) = &self.idempotency_key {
-            crate::check_key("idempotency_key", key)?;
-        }
         for (i, tag) in self.tags.iter().enumerate() {
-            crate::check_key(&format!("tags[{i}]"), tag)?;
+            crate::check_storable(&format!("tags[{i}]"), tag)?;
         }
         if let Some(metadata) = &self.metadata {
-            crate::check_json("metadata", metadata, crate::MAX_PAYLOAD_BYTES)
-                .map_err(|e| e.to_string())?;
+            crate::check_json("metadata", metadata, usize::MAX).map_err(|e| e.to_string())?;
         }
         Ok(())
     }

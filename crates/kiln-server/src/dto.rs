@@ -23,13 +23,8 @@ pub enum DurationValue {
 }
 
 impl DurationValue {
+    /// The duration; its range is checked with the other limits by the database's validator.
     fn parse(&self, option: &str) -> Result<Duration, ClientError> {
-        let duration = self.parse_unbounded(option)?;
-        kiln_core::check_option_duration(option, duration).map_err(ClientError::Invalid)?;
-        Ok(duration)
-    }
-
-    fn parse_unbounded(&self, option: &str) -> Result<Duration, ClientError> {
         match self {
             Self::Millis(ms) if ms.is_finite() && *ms >= 0.0 && ms.fract() == 0.0 => {
                 Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| {
@@ -470,6 +465,17 @@ pub struct QueueList {
 pub struct LimitRequest {
     /// Runs at once (per concurrency key), at least 1 (to stop new runs, pause the queue).
     pub limit: i32,
+}
+
+/// A queue to create.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQueueRequest {
+    /// Letters, digits and - _ . : / (at most 128).
+    pub name: String,
+    /// Runs at once (per concurrency key), at least 1; no limit when left out.
+    #[serde(default)]
+    pub limit: Option<i32>,
 }
 
 /// A registered task and its definition.

@@ -78,9 +78,62 @@ impl From<ClientError> for ApiError {
                         .to_owned(),
                 }
             }
+            _ if code == ErrorCode::InvalidOption => with_api_option_names(&error.to_string()),
             _ => error.to_string(),
         };
         Self { code, message }
+    }
+}
+
+/// Trigger options as the API spells them, beside the names the database's validator uses.
+const API_OPTION_NAMES: [(&str, &str); 6] = [
+    ("idempotency_key_ttl", "idempotencyKeyTtl"),
+    ("idempotency_key", "idempotencyKey"),
+    ("concurrency_key", "concurrencyKey"),
+    ("max_attempts", "maxAttempts"),
+    ("max_duration", "maxDuration"),
+    ("allow_unregistered", "allowUnregistered"),
+];
+
+/// The validator's message with option names spelled as API callers write them (`maxAttempts`
+/// for `max_attempts`), replacing whole words only.
+fn with_api_option_names(message: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    'scan: while let Some(c) = rest.chars().next() {
+        let boundary_before = !out.chars().next_back().is_some_and(is_word);
+        if boundary_before {
+            for (snake, camel) in API_OPTION_NAMES {
+                if let Some(after) = rest.strip_prefix(snake) {
+                    if !after.chars().next().is_some_and(is_word) {
+                        out.push_str(camel);
+                        rest = after;
+                        continue 'scan;
+                    }
+                }
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn option_names_are_respelled_as_whole_words_only() {
+        assert_eq!(
+            super::with_api_option_names(
+                "max_attempts must be from 1; concurrency_key is 300 bytes; my_max_attempts stays"
+            ),
+            "maxAttempts must be from 1; concurrencyKey is 300 bytes; my_max_attempts stays"
+        );
+        assert_eq!(
+            super::with_api_option_names("idempotency_key_ttl and idempotency_key"),
+            "idempotencyKeyTtl and idempotencyKey"
+        );
     }
 }
 

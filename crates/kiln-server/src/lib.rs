@@ -111,7 +111,7 @@ impl AppState {
         routes::trigger_task, routes::batch_trigger, routes::list_runs, routes::get_run,
         routes::wait_run, routes::run_logs, routes::cancel_run, routes::replay_run, routes::reschedule_run,
         routes::bulk_runs,
-        routes::list_tasks, routes::list_queues, routes::get_queue, routes::pause_queue,
+        routes::list_tasks, routes::list_queues, routes::create_queue, routes::get_queue, routes::pause_queue,
         routes::resume_queue, routes::override_queue_limit, routes::reset_queue_limit,
         routes::list_schedules, routes::create_schedule, routes::get_schedule,
         routes::update_schedule, routes::delete_schedule, routes::activate_schedule,
@@ -214,7 +214,10 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/replay", post(routes::replay_run))
         .route("/runs/{id}/reschedule", post(routes::reschedule_run))
         .route("/runs/bulk/{action}", post(routes::bulk_runs))
-        .route("/queues", get(routes::list_queues))
+        .route(
+            "/queues",
+            get(routes::list_queues).post(routes::create_queue),
+        )
         .route("/queues/{name}", get(routes::get_queue))
         .route("/queues/{name}/pause", post(routes::pause_queue))
         .route("/queues/{name}/resume", post(routes::resume_queue))

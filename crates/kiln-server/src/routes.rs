@@ -574,6 +574,34 @@ pub(crate) async fn get_queue(
 }
 
 #[utoipa::path(
+    post, path = "/api/v1/queues", tag = "queues",
+    request_body = CreateQueueRequest,
+    responses(
+        (status = 201, description = "The queue, created", body = QueueBody),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "No key, or an unknown or revoked one", body = ErrorBody),
+        (status = 403, description = "The key's scope does not allow this", body = ErrorBody),
+        (status = 409, description = "A queue has this name already", body = ErrorBody),
+        (status = 422, description = "The name or the limit is not valid", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn create_queue(
+    caller: Caller<Admin>,
+    ApiJson(request): ApiJson<CreateQueueRequest>,
+) -> ApiResult<(StatusCode, Json<QueueBody>)> {
+    caller
+        .client
+        .queues()
+        .create(&request.name, request.limit)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(queue_body(&caller.client, &request.name).await?),
+    ))
+}
+
+#[utoipa::path(
     post, path = "/api/v1/queues/{name}/pause", tag = "queues",
     params(("name" = String, Path, description = "The queue's name")),
     responses(

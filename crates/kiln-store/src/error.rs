@@ -15,6 +15,9 @@ pub enum StoreError {
     /// The thing named (a queue, a key) does not exist; the message says which and where to look.
     #[error("{0}")]
     NotFound(String),
+    /// A payload, metadata, key or tag is larger than its limit (`kiln.limits`).
+    #[error("{0}")]
+    TooLarge(String),
     /// The thing named exists, but its state does not allow the change.
     #[error("{0}")]
     Conflict(String),
@@ -89,7 +92,9 @@ impl StoreError {
     }
 }
 
-/// Maps a driver error raised while doing `action`, recognizing Kiln's own SQLSTATEs.
+/// Maps a driver error raised while doing `action`, recognizing Kiln's own SQLSTATEs: KL400
+/// invalid, KL404 task not registered, KL409 conflict, KL410 a named queue or run does not exist,
+/// KL413 over a limit (migrations/0010_one_validator.sql).
 pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| {
         if let sqlx::Error::Database(e) = &source {
@@ -99,13 +104,19 @@ pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError
                     let task_id = message.split('"').nth(1).unwrap_or(message).to_owned();
                     return StoreError::UnregisteredTask { task_id };
                 }
-                Some("KL400") => {
+                Some(code @ ("KL400" | "KL409" | "KL410" | "KL413")) => {
                     let hint = e
                         .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                         .and_then(|pg| pg.hint())
                         .map(|h| format!(" ({h})"))
                         .unwrap_or_default();
-                    return StoreError::Invalid(format!("{}{hint}", e.message()));
+                    let message = format!("{}{hint}", e.message());
+                    return match code {
+                        "KL409" => StoreError::Conflict(message),
+                        "KL410" => StoreError::NotFound(message),
+                        "KL413" => StoreError::TooLarge(message),
+                        _ => StoreError::Invalid(message),
+                    };
                 }
                 _ => {}
             }

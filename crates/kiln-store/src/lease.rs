@@ -280,9 +280,15 @@ pub async fn lease_complete_many(
     }
     let rows: Vec<(Uuid, String)> = sqlx::query_as(&format!(
         "WITH ended AS (
-             SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[],
-                                  $6::jsonb[], $7::timestamptz[], $8::bool[])
-                 AS e(run_id, attempt, outcome, final_status, output, error, retry_at, released)
+             SELECT e.* FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[],
+                                    $6::jsonb[], $7::timestamptz[], $8::bool[])
+                 AS e(run_id, attempt, outcome, final_status, output, error, retry_at, released),
+                 (SELECT max_output_bytes AS max FROM kiln.limits) lim
+              -- An outcome over the limit is refused (KL413) before anything is written.
+              WHERE (pg_column_size(e.output) IS NULL OR pg_column_size(e.output) <= lim.max
+                     OR kiln.refuse_outcome('output', pg_column_size(e.output), lim.max))
+                AND (pg_column_size(e.error) IS NULL OR pg_column_size(e.error) <= lim.max
+                     OR kiln.refuse_outcome('error', pg_column_size(e.error), lim.max))
          ),
          now AS (SELECT coalesce($10, now()) AS at),
          -- Lock order (docs/architecture.md): leases, then runs, each ORDER BY its key. A lease

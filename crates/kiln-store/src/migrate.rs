@@ -64,6 +64,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "run_log_chunks",
         sql: include_str!("../../../migrations/0009_run_log_chunks.sql"),
     },
+    Migration {
+        version: 10,
+        name: "one_validator",
+        sql: include_str!("../../../migrations/0010_one_validator.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "sql_surface",
+        sql: include_str!("../../../migrations/0011_sql_surface.sql"),
+    },
 ];
 
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).
@@ -98,17 +108,25 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i32>> {
 }
 
 async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<i32>> {
-    sqlx::raw_sql(
-        "CREATE SCHEMA IF NOT EXISTS kiln;
+    // A database already set up gets no DDL (and so no "already exists" notices at every start).
+    let (set_up,): (bool,) =
+        sqlx::query_as("SELECT to_regclass('kiln.schema_migrations') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("reading applied migrations"))?;
+    if !set_up {
+        sqlx::raw_sql(
+            "CREATE SCHEMA IF NOT EXISTS kiln;
          CREATE TABLE IF NOT EXISTS kiln.schema_migrations (
              version integer PRIMARY KEY,
              name text NOT NULL,
              checksum text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .execute(&mut *conn)
-    .await
-    .map_err(db("creating kiln.schema_migrations"))?;
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db("creating kiln.schema_migrations"))?;
+    }
     let applied: Vec<(i32, String)> =
         sqlx::query_as("SELECT version, checksum FROM kiln.schema_migrations ORDER BY version")
             .fetch_all(&mut *conn)

@@ -69,6 +69,33 @@ fn unknown_queue(name: &str) -> StoreError {
     ))
 }
 
+/// Creates a queue an operator names, with an optional concurrency limit (an override: no task
+/// declares it). Triggers may then name it with the `queue` option; a trigger can never create
+/// a queue. Refused when the queue exists.
+pub async fn queue_create(pool: &Pool, name: &str, limit: Option<i32>) -> Result<()> {
+    kiln_core::validate_task_id(name)
+        .map_err(|e| StoreError::Invalid(format!("queue name {name:?}: {e}")))?;
+    if let Some(l) = limit.filter(|l| *l < 1) {
+        return Err(StoreError::Invalid(format!(
+            "a queue limit must be at least 1, got {l}; leave it out for no limit"
+        )));
+    }
+    let created = sqlx::query(
+        "INSERT INTO kiln.queues (name, limit_override) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(limit)
+    .execute(pool)
+    .await
+    .map_err(db("creating a queue"))?;
+    if created.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!(
+            "queue {name:?} already exists: change its limit with `kiln queues limit {name} N`"
+        )));
+    }
+    Ok(())
+}
+
 /// Pauses or resumes a queue. A paused queue keeps its runs; no new run starts until resumed.
 pub async fn queue_set_paused(pool: &Pool, name: &str, paused: bool) -> Result<()> {
     let done =

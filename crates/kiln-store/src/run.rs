@@ -30,7 +30,15 @@ pub struct InsertedRun {
     pub is_cached: bool,
 }
 
-/// The JSON spec `kiln.trigger_runs` takes for one run.
+/// Milliseconds as a JSON number, saturating (the validator refuses what is out of range).
+fn millis(duration: std::time::Duration) -> serde_json::Value {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .into()
+}
+
+/// The JSON spec `kiln.trigger_runs` takes for one run (its internal form). The run's root is
+/// not sent: the database derives it from the parent.
 fn spec_json(spec: &RunSpec) -> serde_json::Value {
     let o = &spec.options;
     let mut map = serde_json::Map::new();
@@ -45,15 +53,15 @@ fn spec_json(spec: &RunSpec) -> serde_json::Value {
         put("idempotency_key", v.as_str().into());
     }
     if let Some(v) = o.idempotency_key_ttl {
-        put("idempotency_key_ttl_ms", (v.as_millis() as u64).into());
+        put("idempotency_key_ttl_ms", millis(v));
     }
     match o.delay {
-        Some(Delay::For(d)) => put("delay_ms", (d.as_millis() as u64).into()),
+        Some(Delay::For(d)) => put("delay_ms", millis(d)),
         Some(Delay::Until(at)) => put("delay_until", at.to_rfc3339().into()),
         None => {}
     }
     if let Some(v) = o.ttl {
-        put("ttl_ms", (v.as_millis() as u64).into());
+        put("ttl_ms", millis(v));
     }
     if let Some(v) = o.priority {
         put("priority_s", v.as_secs().into());
@@ -68,14 +76,13 @@ fn spec_json(spec: &RunSpec) -> serde_json::Value {
         put("max_attempts", v.into());
     }
     if let Some(v) = o.max_duration {
-        put("max_duration_ms", (v.as_millis() as u64).into());
+        put("max_duration_ms", millis(v));
     }
     if let Some(v) = &o.queue {
         put("queue", v.as_str().into());
     }
     for (key, id) in [
         ("parent_run_id", o.parent_run_id),
-        ("root_run_id", o.root_run_id),
         ("replay_of", o.replay_of),
     ] {
         if let Some(id) = id {
@@ -442,14 +449,6 @@ pub async fn run_count_children(pool: &Pool, id: Uuid) -> Result<i64> {
         .map_err(db("counting child runs"))
 }
 
-/// The run `$1` and its descendants (canceling a parent cancels its unfinished children).
-/// The runs a cancel of the runs in `$1` (an array) reaches: them and their descendants.
-const RUN_TREE: &str = "tree AS (
-    SELECT unnest($1::uuid[]) AS id
-    UNION
-    SELECT c.id FROM kiln.runs c JOIN tree t ON c.parent_run_id = t.id
-     WHERE c.parent_run_id IS NOT NULL)";
-
 /// What canceling the runs in `$1` did to each of them.
 #[derive(Debug)]
 struct Canceled {
@@ -462,51 +461,17 @@ struct Canceled {
 /// (channel `kiln_cancel`) and fires the run's cancellation token, and its lease (and concurrency
 /// slot) is held until the body has stopped.
 async fn cancel_trees(pool: &Pool, ids: &[Uuid]) -> Result<Canceled> {
-    let mut tx = pool.begin().await.map_err(db("canceling runs"))?;
-    // Lock order: `ready` rows before `runs` rows, each in id order, as a claim takes them, so
-    // that a cancel and a claim of the same runs cannot deadlock.
-    sqlx::query(&format!(
-        "WITH RECURSIVE {RUN_TREE}
-         SELECT rd.run_id FROM kiln.ready rd WHERE rd.run_id IN (SELECT id FROM tree)
-          ORDER BY rd.run_id FOR UPDATE"
-    ))
-    .bind(ids)
-    .execute(&mut *tx)
-    .await
-    .map_err(db("canceling runs"))?;
-    let rows: Vec<(Uuid, String, bool, i64)> = sqlx::query_as(&format!(
-        "WITH RECURSIVE {RUN_TREE},
-         target AS (SELECT r.id, r.status FROM kiln.runs r WHERE r.id IN (SELECT id FROM tree)
-                     ORDER BY r.id FOR UPDATE),
-         canceled AS (
-             UPDATE kiln.runs r
-                SET status = 'canceled', finished_at = now(), updated_at = now(),
-                    error = jsonb_build_object('kind', 'canceled', 'message',
-                        CASE WHEN r.id = ANY($1) THEN 'canceled by request'
-                             ELSE 'canceled with its parent run' END)
-               FROM target t
-              WHERE r.id = t.id AND t.status IN ('delayed', 'queued', 'executing', 'waiting')
-             RETURNING r.id),
-         unqueued AS (DELETE FROM kiln.ready WHERE run_id IN (SELECT id FROM canceled)),
-         told AS (SELECT pg_notify('kiln_cancel', t.id::text) FROM target t
-                   WHERE t.status IN ('executing', 'waiting')
-                     AND t.id IN (SELECT id FROM canceled)),
-         finished AS (SELECT id FROM canceled),
-         {FINISHED_NOTIFY}
-         -- The last column only makes Postgres evaluate the notifying CTEs.
-         SELECT t.id, t.status::text, t.id IN (SELECT id FROM canceled),
-                (SELECT count(*) FROM told) + (SELECT count(*) FROM finished_notify)
-           FROM target t
-          WHERE t.id = ANY($1)"
-    ))
-    .bind(ids)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db("canceling runs"))?;
-    tx.commit().await.map_err(db("canceling runs"))?;
+    // One implementation for Rust and SQL callers (migrations/0011_sql_surface.sql), locking in
+    // the documented order.
+    let rows: Vec<(Uuid, String, bool)> =
+        sqlx::query_as("SELECT run_id, was, canceled FROM kiln.cancel_runs($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await
+            .map_err(db("canceling runs"))?;
     let found = rows
         .into_iter()
-        .map(|(id, status, canceled, _)| {
+        .map(|(id, status, canceled)| {
             let was: RunStatus = status
                 .parse()
                 .map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;

@@ -1,0 +1,484 @@
+-- One validator for every trigger. The Rust client, the CLI, the HTTP API and SQL callers all
+-- insert through kiln.trigger_runs, which checks every run against the rules and the limits
+-- below before anything is written, and refuses with a SQLSTATE of class KL4 that names the
+-- batch item, the option and the allowed range (never the statement):
+--
+--   KL400  an option or value is invalid (wrong type, out of range, unknown name)
+--   KL404  the task id is not registered
+--   KL409  the run's state does not allow the change
+--   KL410  a queue or run the trigger names does not exist
+--   KL413  a payload, metadata or output is larger than its limit
+--
+-- kiln.trigger (documented option names) is the SQL entry point; kiln.trigger_runs takes the
+-- internal form the Rust client sends and is not meant to be called by hand.
+
+-- The limits, one row. Change them with UPDATE kiln.limits SET ...; every trigger reads them, and
+-- workers read max_output_bytes when they start.
+CREATE TABLE kiln.limits (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    -- A payload or metadata, as stored jsonb.
+    max_payload_bytes integer NOT NULL DEFAULT 4194304
+        CHECK (max_payload_bytes BETWEEN 1024 AND 268435456),
+    -- A run's output (or its error), as stored jsonb; a larger one fails the run as unstorable.
+    max_output_bytes integer NOT NULL DEFAULT 4194304
+        CHECK (max_output_bytes BETWEEN 1024 AND 268435456),
+    -- A concurrency key, idempotency key or tag, in bytes. Postgres indexes them, and a btree
+    -- entry must fit in a third of a page, so at most 2,000.
+    max_key_bytes integer NOT NULL DEFAULT 255 CHECK (max_key_bytes BETWEEN 1 AND 2000),
+    max_tags integer NOT NULL DEFAULT 10 CHECK (max_tags BETWEEN 0 AND 100),
+    max_attempts integer NOT NULL DEFAULT 1000 CHECK (max_attempts BETWEEN 1 AND 1000000),
+    -- The longest delay, ttl, priority, idempotency key ttl or max duration: ten years.
+    max_duration_ms bigint NOT NULL DEFAULT 315360000000 CHECK (max_duration_ms > 0)
+);
+INSERT INTO kiln.limits DEFAULT VALUES;
+
+-- Task ids and queue names: 1 to 128 of letters, digits and - _ . : /. The same rule as
+-- kiln_core::validate_task_id; a test in kiln-store runs both over the same names.
+CREATE FUNCTION kiln.valid_name(p_name text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_name ~ '^[A-Za-z0-9_.:/-]{1,128}$'
+$$;
+
+-- True when p_value is a JSON number from p_low to p_high (inlined into the statements using it).
+CREATE FUNCTION kiln.number_between(p_value jsonb, p_low numeric, p_high numeric) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_typeof(p_value) = 'number' AND (p_value::text)::numeric BETWEEN p_low AND p_high
+$$;
+
+-- A timestamp, or NULL when the text is not one.
+CREATE FUNCTION kiln.try_timestamptz(p_text text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN p_text::timestamptz;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END
+$$;
+
+-- Durations: as before, and a negative number of seconds is refused by name.
+CREATE OR REPLACE FUNCTION kiln.duration_ms(p_value jsonb, p_option text) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    t text;
+    part text[];
+    total numeric := 0;
+BEGIN
+    IF p_value IS NULL OR jsonb_typeof(p_value) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_value) = 'number' THEN
+        IF (p_value::text)::numeric < 0 THEN
+            RAISE EXCEPTION 'trigger option "%": must not be negative, got %', p_option, p_value
+                USING ERRCODE = 'KL400', HINT = 'Pass a number of seconds of 0 or more, or a duration such as "30s".';
+        END IF;
+        total := round((p_value::text)::numeric * 1000);
+    ELSE
+        t := p_value #>> '{}';
+        IF jsonb_typeof(p_value) = 'string' AND t ~ '^\s*(\d+\s*(ms|s|m|h|d|w)\s*)+$' THEN
+            FOR part IN SELECT regexp_matches(t, '(\d+)\s*(ms|s|m|h|d|w)', 'g') LOOP
+                total := total + part[1]::numeric * CASE part[2]
+                    WHEN 'ms' THEN 1 WHEN 's' THEN 1000 WHEN 'm' THEN 60000 WHEN 'h' THEN 3600000
+                    WHEN 'd' THEN 86400000 ELSE 604800000 END;
+            END LOOP;
+        ELSE
+            BEGIN
+                total := extract(epoch FROM t::interval) * 1000;
+            EXCEPTION WHEN others THEN
+                total := NULL;
+            END;
+            IF total IS NULL OR total < 0 THEN
+                RAISE EXCEPTION 'trigger option "%": % is not a duration', p_option, left(p_value::text, 100)
+                    USING ERRCODE = 'KL400',
+                    HINT = 'Write a duration such as "30s", "5m" or "1h30m", a number of seconds, or an interval such as ''5 minutes''.';
+            END IF;
+        END IF;
+    END IF;
+    -- Out-of-range values are refused with the limit by kiln.trigger_runs; keep them out of
+    -- bigint overflow here.
+    RETURN least(total, 9000000000000000000)::bigint;
+END
+$$;
+
+-- The options of one SQL trigger (documented names only) in the internal form kiln.trigger_runs
+-- reads. Internal names (delay_ms, parent_run_id, ...) are refused here like any unknown name.
+CREATE OR REPLACE FUNCTION kiln.trigger_options(p_options jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    o jsonb := p_options;
+    k text;
+BEGIN
+    IF jsonb_typeof(o) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'trigger options must be a JSON object, got %', left(coalesce(o::text, 'NULL'), 100)
+            USING ERRCODE = 'KL400', HINT = 'Pass e.g. ''{"concurrency_key": "ws_1", "delay": "5m"}''.';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(o) LOOP
+        IF k NOT IN ('concurrency_key', 'idempotency_key', 'idempotency_key_ttl', 'delay', 'ttl',
+                     'priority', 'tags', 'metadata', 'max_attempts', 'max_duration', 'queue') THEN
+            RAISE EXCEPTION 'unknown trigger option "%"', left(k, 100)
+                USING ERRCODE = 'KL400',
+                HINT = 'Options are concurrency_key, idempotency_key, idempotency_key_ttl, delay, ttl, priority, tags, metadata, max_attempts, max_duration, queue and allow_unregistered.';
+        END IF;
+    END LOOP;
+    IF o ? 'delay' THEN
+        IF jsonb_typeof(o->'delay') = 'number' OR (o->>'delay') ~ '^\s*(\d+\s*(ms|s|m|h|d|w)\s*)+$' THEN
+            o := o || jsonb_build_object('delay_ms', kiln.duration_ms(o->'delay', 'delay'));
+        ELSIF jsonb_typeof(o->'delay') = 'string' AND kiln.try_timestamptz(o->>'delay') IS NOT NULL THEN
+            o := o || jsonb_build_object('delay_until', o->>'delay');
+        ELSE
+            RAISE EXCEPTION 'trigger option "delay": % is neither a duration nor a timestamp', left((o->'delay')::text, 100)
+                USING ERRCODE = 'KL400',
+                HINT = 'Write a duration such as "30s" or "5m", a number of seconds, or a timestamp such as "2026-11-21T10:00:00Z".';
+        END IF;
+        o := o - 'delay';
+    END IF;
+    IF o ? 'ttl' THEN
+        o := (o - 'ttl') || jsonb_build_object('ttl_ms', kiln.duration_ms(o->'ttl', 'ttl'));
+    END IF;
+    IF o ? 'idempotency_key_ttl' THEN
+        o := (o - 'idempotency_key_ttl')
+             || jsonb_build_object('idempotency_key_ttl_ms', kiln.duration_ms(o->'idempotency_key_ttl', 'idempotency_key_ttl'));
+    END IF;
+    IF o ? 'max_duration' THEN
+        o := (o - 'max_duration') || jsonb_build_object('max_duration_ms', kiln.duration_ms(o->'max_duration', 'max_duration'));
+    END IF;
+    IF o ? 'priority' THEN
+        o := (o - 'priority') || jsonb_build_object('priority_s', kiln.duration_ms(o->'priority', 'priority') / 1000);
+    END IF;
+    RETURN o;
+END
+$$;
+
+-- Insert one run per element of p_specs for task p_task_id, in one statement, after checking
+-- every spec against the rules and kiln.limits.
+--
+-- Each spec is an object in the internal form: payload, concurrency_key, idempotency_key,
+-- idempotency_key_ttl_ms, delay_ms or delay_until, ttl_ms, priority_s, tags, metadata,
+-- max_attempts, max_duration_ms, queue, parent_run_id, replay_of. A run's root is its parent's
+-- root (or the parent), read here, never taken from the caller. p_definition is the caller's
+-- compiled task definition (typed clients); without it the registered definition is used. A task
+-- that no worker has registered is refused (KL404) unless p_allow_unregistered. Returns, per spec
+-- (1-based idx), the run id and whether it was an existing run found by its live idempotency key.
+CREATE OR REPLACE FUNCTION kiln.trigger_runs(
+    p_task_id text,
+    p_specs jsonb[],
+    p_definition jsonb DEFAULT NULL,
+    p_allow_unregistered boolean DEFAULT false,
+    p_now timestamptz DEFAULT now())
+RETURNS TABLE (idx integer, run_id uuid, is_cached boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    l kiln.limits;
+    registered jsonb;
+    d jsonb;
+    ids uuid[];
+    inserted uuid[];
+    has_keys boolean;
+    bad record;
+    item text := '';
+BEGIN
+    IF p_task_id IS NULL OR NOT kiln.valid_name(p_task_id) THEN
+        RAISE EXCEPTION 'task id % is not valid: task ids are 1 to 128 of letters, digits and - _ . : /',
+                coalesce('"' || left(p_task_id, 40) || CASE WHEN length(p_task_id) > 40 THEN '..."' ELSE '"' END, 'NULL')
+            USING ERRCODE = 'KL400', HINT = 'Pass the id a task declares, e.g. ''schedule-task''.';
+    END IF;
+    SELECT * INTO l FROM kiln.limits;
+    SELECT jsonb_build_object('queue', t.queue, 'max_attempts', t.max_attempts, 'retry', t.retry,
+                              'max_duration_ms', t.max_duration_ms, 'ttl_ms', t.ttl_ms,
+                              'priority_s', t.priority_s)
+      INTO registered FROM kiln.tasks t WHERE t.id = p_task_id;
+    IF registered IS NULL AND NOT p_allow_unregistered THEN
+        RAISE EXCEPTION 'task "%" is not registered: no worker has ever registered a task with this id', p_task_id
+            USING ERRCODE = 'KL404',
+            HINT = 'Check the task id for a typo, start a worker that registers the task, or trigger with allow_unregistered.';
+    END IF;
+    d := kiln.default_task_definition(p_task_id) || coalesce(p_definition, registered, '{}'::jsonb);
+    IF jsonb_typeof(d->'queue') IS DISTINCT FROM 'string' OR NOT kiln.valid_name(d->>'queue')
+       OR jsonb_typeof(d->'max_attempts') IS DISTINCT FROM 'number'
+       OR (d->>'max_attempts')::numeric NOT BETWEEN 1 AND l.max_attempts THEN
+        RAISE EXCEPTION 'the task definition for "%" is not valid: %', p_task_id, left(d::text, 300)
+            USING ERRCODE = 'KL400', HINT = 'A definition names a valid queue and max_attempts from 1 to the limit.';
+    END IF;
+
+    -- Every spec, checked in one pass; the first problem is reported. Messages use the
+    -- documented option names.
+    SELECT s.ord, left(c.problem, 5) AS code, substr(c.problem, 6) AS problem INTO bad
+      FROM unnest(p_specs) WITH ORDINALITY AS s(v, ord)
+      CROSS JOIN LATERAL (SELECT CASE
+          WHEN jsonb_typeof(s.v) IS DISTINCT FROM 'object' THEN
+              format('KL400each run is a JSON object, got %s', left(coalesce(s.v::text, 'NULL'), 100))
+          WHEN s.v - ARRAY['payload', 'concurrency_key', 'idempotency_key', 'idempotency_key_ttl_ms',
+                           'delay_ms', 'delay_until', 'ttl_ms', 'priority_s', 'tags', 'metadata',
+                           'max_attempts', 'max_duration_ms', 'queue', 'parent_run_id',
+                           'replay_of'] <> '{}'::jsonb THEN
+              format('KL400unknown option "%s" (kiln.trigger_runs takes the internal form; SQL callers use kiln.trigger)',
+                     left((SELECT k FROM jsonb_object_keys(s.v - ARRAY['payload', 'concurrency_key', 'idempotency_key',
+                           'idempotency_key_ttl_ms', 'delay_ms', 'delay_until', 'ttl_ms', 'priority_s', 'tags',
+                           'metadata', 'max_attempts', 'max_duration_ms', 'queue', 'parent_run_id', 'replay_of']) k
+                           ORDER BY k LIMIT 1), 100))
+          WHEN pg_column_size(s.v->'payload') > l.max_payload_bytes THEN
+              format('KL413payload is %s bytes, over the limit of %s bytes: store large data elsewhere and pass a reference',
+                     pg_column_size(s.v->'payload'), l.max_payload_bytes)
+          WHEN s.v ? 'concurrency_key' AND (jsonb_typeof(s.v->'concurrency_key') <> 'string'
+                                            OR s.v->>'concurrency_key' = '') THEN
+              format('KL400concurrency_key must be a non-empty string, got %s', left((s.v->'concurrency_key')::text, 100))
+          WHEN octet_length(s.v->>'concurrency_key') > l.max_key_bytes THEN
+              format('KL400concurrency_key is %s bytes, over the limit of %s: use a shorter key (a hash of it, say)',
+                     octet_length(s.v->>'concurrency_key'), l.max_key_bytes)
+          WHEN s.v ? 'idempotency_key' AND (jsonb_typeof(s.v->'idempotency_key') <> 'string'
+                                            OR s.v->>'idempotency_key' = '') THEN
+              format('KL400idempotency_key must be a non-empty string, got %s', left((s.v->'idempotency_key')::text, 100))
+          WHEN octet_length(s.v->>'idempotency_key') > l.max_key_bytes THEN
+              format('KL400idempotency_key is %s bytes, over the limit of %s: use a shorter key (a hash of it, say)',
+                     octet_length(s.v->>'idempotency_key'), l.max_key_bytes)
+          WHEN s.v ? 'tags' AND (jsonb_typeof(s.v->'tags') <> 'array'
+                                 OR jsonb_path_exists(s.v->'tags', '$[*] ? (@.type() != "string" || @ == "")')) THEN
+              format('KL400tags must be an array of non-empty strings, got %s', left((s.v->'tags')::text, 100))
+          WHEN jsonb_array_length(s.v->'tags') > l.max_tags THEN
+              format('KL400a run takes at most %s tags, got %s: drop some or put them in metadata',
+                     l.max_tags, jsonb_array_length(s.v->'tags'))
+          WHEN octet_length((s.v->'tags')::text) > l.max_key_bytes AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(s.v->'tags') t(tag)
+                                         WHERE octet_length(t.tag) > l.max_key_bytes) THEN
+              format('KL400a tag is over the limit of %s bytes: use shorter tags', l.max_key_bytes)
+          WHEN s.v ? 'metadata' AND jsonb_typeof(s.v->'metadata') <> 'object' THEN
+              format('KL400metadata must be a JSON object, got %s', left((s.v->'metadata')::text, 100))
+          WHEN pg_column_size(s.v->'metadata') > l.max_payload_bytes THEN
+              format('KL413metadata is %s bytes, over the limit of %s bytes', pg_column_size(s.v->'metadata'), l.max_payload_bytes)
+          WHEN s.v ? 'max_attempts' AND (NOT kiln.number_between(s.v->'max_attempts', 1, l.max_attempts)
+                                         OR (s.v->>'max_attempts')::numeric % 1 <> 0) THEN
+              format('KL400max_attempts must be a whole number from 1 to %s (1 means no retry), got %s',
+                     l.max_attempts, left((s.v->'max_attempts')::text, 100))
+          WHEN s.v ? 'max_duration_ms' AND NOT kiln.number_between(s.v->'max_duration_ms', 1, l.max_duration_ms) THEN
+              format('KL400max_duration must be from 1 ms to %s days, got %s ms',
+                     l.max_duration_ms / 86400000, left((s.v->'max_duration_ms')::text, 100))
+          WHEN s.v ? 'delay_ms' AND NOT kiln.number_between(s.v->'delay_ms', 0, l.max_duration_ms) THEN
+              format('KL400delay must be from 0 to %s days, got %s ms', l.max_duration_ms / 86400000, left((s.v->'delay_ms')::text, 100))
+          WHEN s.v ? 'ttl_ms' AND NOT kiln.number_between(s.v->'ttl_ms', 0, l.max_duration_ms) THEN
+              format('KL400ttl must be from 0 to %s days, got %s ms', l.max_duration_ms / 86400000, left((s.v->'ttl_ms')::text, 100))
+          WHEN s.v ? 'idempotency_key_ttl_ms' AND NOT kiln.number_between(s.v->'idempotency_key_ttl_ms', 0, l.max_duration_ms) THEN
+              format('KL400idempotency_key_ttl must be from 0 to %s days, got %s ms', l.max_duration_ms / 86400000, left((s.v->'idempotency_key_ttl_ms')::text, 100))
+          WHEN s.v ? 'priority_s' AND NOT kiln.number_between(s.v->'priority_s', 0, l.max_duration_ms / 1000) THEN
+              format('KL400priority must be from 0 to %s days, got %s s', l.max_duration_ms / 86400000, left((s.v->'priority_s')::text, 100))
+          WHEN s.v ? 'delay_until' AND (jsonb_typeof(s.v->'delay_until') <> 'string'
+                                        OR kiln.try_timestamptz(s.v->>'delay_until') IS NULL) THEN
+              format('KL400delay (until) must be a timestamp such as "2026-11-21T10:00:00Z", got %s',
+                     left((s.v->'delay_until')::text, 100))
+          WHEN s.v ? 'delay_until' AND s.v ? 'delay_ms' THEN
+              'KL400give a delay as a duration or as a timestamp, not both'
+          WHEN s.v ? 'queue' AND (jsonb_typeof(s.v->'queue') <> 'string' OR NOT kiln.valid_name(s.v->>'queue')) THEN
+              format('KL400queue %s is not a valid name: queue names are 1 to 128 of letters, digits and - _ . : /',
+                     left((s.v->'queue')::text, 100))
+          WHEN s.v ? 'parent_run_id' AND (jsonb_typeof(s.v->'parent_run_id') <> 'string'
+                 OR s.v->>'parent_run_id' !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$') THEN
+              format('KL400parent_run_id must be a run id, got %s', left((s.v->'parent_run_id')::text, 100))
+          WHEN s.v ? 'replay_of' AND (jsonb_typeof(s.v->'replay_of') <> 'string'
+                 OR s.v->>'replay_of' !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$') THEN
+              format('KL400replay_of must be a run id, got %s', left((s.v->'replay_of')::text, 100))
+          END AS problem) c
+     WHERE c.problem IS NOT NULL
+     ORDER BY s.ord
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        IF array_length(p_specs, 1) > 1 THEN
+            item := format('batch item %s: ', bad.ord - 1);
+        END IF;
+        RAISE EXCEPTION 'cannot trigger task "%": %', p_task_id, item || bad.problem
+            USING ERRCODE = bad.code;
+    END IF;
+
+    -- Queues: a trigger may name the task's own queue or any queue that exists (declared by a
+    -- task or created by an operator), never a new one, which would escape the task's limit.
+    SELECT s.ord, s.v->>'queue' AS queue INTO bad
+      FROM unnest(p_specs) WITH ORDINALITY AS s(v, ord)
+     WHERE s.v ? 'queue' AND s.v->>'queue' <> d->>'queue'
+       AND NOT EXISTS (SELECT 1 FROM kiln.queues q WHERE q.name = s.v->>'queue')
+     ORDER BY s.ord LIMIT 1;
+    IF bad IS NOT NULL THEN
+        IF array_length(p_specs, 1) > 1 THEN
+            item := format('batch item %s: ', bad.ord - 1);
+        END IF;
+        RAISE EXCEPTION 'cannot trigger task "%": %queue "%" does not exist', p_task_id, item, bad.queue
+            USING ERRCODE = 'KL410',
+            HINT = 'Name a queue a task declares or one an operator created (kiln queues create NAME --limit N), or leave the queue out to use the task''s own.';
+    END IF;
+    SELECT s.ord, s.v->>'parent_run_id' AS parent INTO bad
+      FROM unnest(p_specs) WITH ORDINALITY AS s(v, ord)
+     WHERE s.v ? 'parent_run_id'
+       AND NOT EXISTS (SELECT 1 FROM kiln.runs r WHERE r.id = (s.v->>'parent_run_id')::uuid)
+     ORDER BY s.ord LIMIT 1;
+    IF bad IS NOT NULL THEN
+        IF array_length(p_specs, 1) > 1 THEN
+            item := format('batch item %s: ', bad.ord - 1);
+        END IF;
+        RAISE EXCEPTION 'cannot trigger task "%": %parent run % does not exist', p_task_id, item, bad.parent
+            USING ERRCODE = 'KL410', HINT = 'A child run names the run that triggers it.';
+    END IF;
+
+    has_keys := EXISTS (SELECT 1 FROM unnest(p_specs) s(v) WHERE s.v ? 'idempotency_key');
+    IF has_keys THEN
+        -- Idempotency keys past their ttl no longer dedupe: release them before inserting.
+        UPDATE kiln.runs r SET idempotency_key = NULL
+         WHERE r.task_id = p_task_id
+           AND r.idempotency_key IN (SELECT s.v->>'idempotency_key' FROM unnest(p_specs) s(v)
+                                      WHERE s.v ? 'idempotency_key')
+           AND r.idempotency_expires_at <= p_now;
+    END IF;
+
+    ids := ARRAY(SELECT kiln.uuid_v7() FROM generate_series(1, coalesce(array_length(p_specs, 1), 0)));
+
+    WITH spec AS (
+        SELECT s.new_id, s.v,
+               coalesce(s.v->>'queue', d->>'queue') AS queue,
+               s.v->>'concurrency_key' AS concurrency_key,
+               coalesce((s.v->>'delay_until')::timestamptz,
+                        p_now + coalesce((s.v->>'delay_ms')::bigint, 0) * interval '1 millisecond') AS available_at,
+               coalesce((s.v->>'ttl_ms')::bigint, (d->>'ttl_ms')::bigint) AS ttl_ms,
+               coalesce((s.v->>'priority_s')::int, (d->>'priority_s')::int, 0) AS priority_s,
+               CASE WHEN s.v ? 'parent_run_id' THEN
+                   (SELECT coalesce(r.root_run_id, r.id) FROM kiln.runs r WHERE r.id = (s.v->>'parent_run_id')::uuid)
+               END AS root_run_id
+          FROM unnest(p_specs, ids) WITH ORDINALITY AS s(v, new_id, ord)
+         ORDER BY s.ord
+    ),
+    ins AS (
+        INSERT INTO kiln.runs (id, task_id, queue, concurrency_key, status, payload, max_attempts, retry,
+                               max_duration_ms, priority_s, tags, metadata, idempotency_key,
+                               idempotency_expires_at, parent_run_id, root_run_id, replay_of,
+                               created_at, available_at, expires_at, updated_at)
+        SELECT s.new_id, p_task_id, s.queue, s.concurrency_key,
+               CASE WHEN s.available_at > p_now THEN 'delayed' ELSE 'queued' END::kiln.run_status,
+               coalesce(s.v->'payload', 'null'::jsonb),
+               coalesce((s.v->>'max_attempts')::int, (d->>'max_attempts')::int),
+               d->'retry',
+               coalesce((s.v->>'max_duration_ms')::bigint, (d->>'max_duration_ms')::bigint),
+               s.priority_s,
+               coalesce(ARRAY(SELECT jsonb_array_elements_text(s.v->'tags')), '{}'),
+               coalesce(s.v->'metadata', '{}'::jsonb),
+               s.v->>'idempotency_key',
+               CASE WHEN s.v ? 'idempotency_key' THEN
+                   p_now + coalesce((s.v->>'idempotency_key_ttl_ms')::bigint, 2592000000) * interval '1 millisecond'
+               END,
+               (s.v->>'parent_run_id')::uuid,
+               s.root_run_id,
+               (s.v->>'replay_of')::uuid,
+               p_now, s.available_at,
+               s.available_at + s.ttl_ms * interval '1 millisecond',
+               p_now
+          FROM spec s
+        ON CONFLICT (task_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id, queue, concurrency_key, status, available_at, expires_at, priority_s
+    ),
+    ready AS (
+        INSERT INTO kiln.ready (run_id, task_id, queue, concurrency_key, available_at, order_at, expires_at, delayed)
+        SELECT i.id, p_task_id, i.queue, coalesce(i.concurrency_key, ''), i.available_at,
+               i.available_at - make_interval(secs => i.priority_s), i.expires_at, i.status = 'delayed'
+          FROM ins i
+    ),
+    queues AS (
+        INSERT INTO kiln.queues (name) SELECT DISTINCT i.queue FROM ins i
+        ON CONFLICT DO NOTHING
+    )
+    SELECT coalesce(array_agg(i.id), '{}') INTO inserted FROM ins i;
+
+    IF NOT has_keys THEN
+        -- Without idempotency keys nothing can conflict: every spec was inserted.
+        RETURN QUERY SELECT s.ord::int, s.id, false FROM unnest(ids) WITH ORDINALITY AS s(id, ord);
+        RETURN;
+    END IF;
+    -- A new statement: it sees this call's inserts and runs committed meanwhile by others.
+    RETURN QUERY
+    SELECT s.ord::int, coalesce(x.id, e.id), x.id IS NULL
+      FROM unnest(p_specs, ids) WITH ORDINALITY AS s(v, new_id, ord)
+      LEFT JOIN unnest(inserted) AS x(id) ON x.id = s.new_id
+      LEFT JOIN kiln.runs e ON x.id IS NULL AND e.task_id = p_task_id
+                           AND e.idempotency_key = s.v->>'idempotency_key'
+     ORDER BY s.ord;
+END
+$$;
+
+-- Trigger one run from SQL:
+--   SELECT kiln.trigger('schedule-task', '{"ws_id": "w1"}',
+--                       '{"concurrency_key": "w1", "delay": "5m", "ttl": "1h", "tags": ["sync"]}');
+-- Options: concurrency_key, idempotency_key, idempotency_key_ttl, delay (a duration or a
+-- timestamp), ttl, priority (seconds of head start), tags, metadata, max_attempts, max_duration,
+-- queue (one that exists), and allow_unregistered. Durations are "30s", "5m", "1h30m", "1w", a
+-- number of seconds, or an interval. Returns the run id (an existing run's for a live
+-- idempotency key).
+CREATE OR REPLACE FUNCTION kiln.trigger(p_task_id text, p_payload jsonb, p_options jsonb DEFAULT '{}')
+RETURNS uuid
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN (SELECT t.run_id FROM kiln.trigger_batch(
+                p_task_id,
+                jsonb_build_array(jsonb_build_object('payload', coalesce(p_payload, 'null'::jsonb),
+                                                     'options', coalesce(p_options, '{}'::jsonb) - 'allow_unregistered')),
+                jsonb_strip_nulls(jsonb_build_object('allow_unregistered', p_options->'allow_unregistered'))) t);
+END
+$$;
+
+-- Trigger several runs of one task from SQL in one statement:
+--   SELECT * FROM kiln.trigger_batch('google-calendar-sync',
+--       '[{"payload": {"ws_id": "w1"}, "options": {"concurrency_key": "w1"}},
+--         {"payload": {"ws_id": "w2"}, "options": {"concurrency_key": "w2"}}]');
+-- Each item is {payload, options}; options as for kiln.trigger. p_options takes
+-- allow_unregistered. Returns (idx, run_id, is_cached) per item, 1-based. A refused item refuses
+-- the whole batch and names the item (0-based, as the Rust client and the HTTP API do).
+CREATE FUNCTION kiln.trigger_batch(p_task_id text, p_items jsonb, p_options jsonb DEFAULT '{}')
+RETURNS TABLE (idx integer, run_id uuid, is_cached boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    specs jsonb[];
+    allow jsonb := coalesce(p_options, '{}'::jsonb)->'allow_unregistered';
+    item jsonb;
+    n integer := 0;
+BEGIN
+    IF jsonb_typeof(p_items) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'batch items must be a JSON array of {"payload": ..., "options": {...}}, got %',
+                left(coalesce(p_items::text, 'NULL'), 100)
+            USING ERRCODE = 'KL400';
+    END IF;
+    IF jsonb_typeof(coalesce(p_options, '{}'::jsonb)) <> 'object'
+       OR coalesce(p_options, '{}'::jsonb) - 'allow_unregistered' <> '{}'::jsonb THEN
+        RAISE EXCEPTION 'batch options take only allow_unregistered, got %', left(p_options::text, 100)
+            USING ERRCODE = 'KL400', HINT = 'Put run options in each item''s "options".';
+    END IF;
+    IF allow IS NOT NULL AND jsonb_typeof(allow) <> 'boolean' THEN
+        RAISE EXCEPTION 'trigger option "allow_unregistered" must be true or false, got %', left(allow::text, 100)
+            USING ERRCODE = 'KL400';
+    END IF;
+    FOR item IN SELECT e FROM jsonb_array_elements(p_items) e LOOP
+        IF jsonb_typeof(item) <> 'object' OR item - ARRAY['payload', 'options'] <> '{}'::jsonb THEN
+            RAISE EXCEPTION 'batch item %: must be {"payload": ..., "options": {...}}, got %', n, left(item::text, 100)
+                USING ERRCODE = 'KL400';
+        END IF;
+        BEGIN
+            specs := specs || (kiln.trigger_options(coalesce(item->'options', '{}'::jsonb))
+                               || jsonb_build_object('payload', coalesce(item->'payload', 'null'::jsonb)));
+        EXCEPTION WHEN SQLSTATE 'KL400' THEN
+            DECLARE
+                message text;
+                hint text;
+            BEGIN
+                GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+                IF jsonb_array_length(p_items) > 1 THEN
+                    message := format('batch item %s: %s', n, message);
+                END IF;
+                RAISE EXCEPTION USING ERRCODE = 'KL400', MESSAGE = message, HINT = coalesce(hint, '');
+            END;
+        END;
+        n := n + 1;
+    END LOOP;
+    RETURN QUERY SELECT * FROM kiln.trigger_runs(p_task_id, coalesce(specs, '{}'), NULL,
+                                                 coalesce((allow #>> '{}')::boolean, false));
+END
+$$;
+
+-- Refuses an attempt's outcome larger than kiln.limits.max_output_bytes; the completion statement
+-- calls it only for an outcome over the limit. The worker's completer then records the run as
+-- failed with "output could not be stored: ...", so it still reaches a final state.
+CREATE FUNCTION kiln.refuse_outcome(p_what text, p_bytes integer, p_max integer) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is % bytes, over the limit of % bytes (kiln.limits.max_output_bytes)', p_what, p_bytes, p_max
+        USING ERRCODE = 'KL413', HINT = 'Return a smaller output: store large results elsewhere and return a reference.';
+END
+$$;
