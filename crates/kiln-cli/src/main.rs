@@ -63,11 +63,13 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-/// A failure to report, with the exit code it maps to.
+/// A failure to report, with the exit code it maps to and the operations layer's error code
+/// (printed with `--json`).
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) code: u8,
+    pub(crate) kind: kiln::ErrorCode,
 }
 
 impl Failure {
@@ -75,6 +77,7 @@ impl Failure {
         Self {
             message: message.to_string(),
             code: 1,
+            kind: kiln::ErrorCode::Internal,
         }
     }
 
@@ -82,6 +85,7 @@ impl Failure {
         Self {
             message: message.to_string(),
             code: 2,
+            kind: kiln::ErrorCode::InvalidRequest,
         }
     }
 }
@@ -90,6 +94,7 @@ impl From<kiln::ClientError> for Failure {
     fn from(error: kiln::ClientError) -> Self {
         Self {
             code: exit_code(error.code()),
+            kind: error.code(),
             message: error.to_string(),
         }
     }
@@ -144,6 +149,9 @@ fn init_tracing(default: &str) {
 }
 
 fn main() -> ExitCode {
+    // With --json anywhere, a failure is printed as JSON on standard output too, like the
+    // command's answer would have been: {"error": {"code": "not_found", "message": "..."}}.
+    let json_errors = std::env::args().any(|arg| arg == "--json");
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -186,7 +194,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            if json_errors {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "error": {"code": failure.kind.as_str(), "message": failure.message}
+                    })
+                );
+            } else {
+                eprintln!("error: {}", failure.message);
+            }
             ExitCode::from(failure.code)
         }
     }

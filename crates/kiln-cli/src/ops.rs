@@ -59,8 +59,23 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 30s, 5m, 1h30m"))
 }
 
+/// JSON given inline, from a file (`@path`), or from standard input (`-`).
 fn parse_json(text: &str) -> Result<serde_json::Value, String> {
-    serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))
+    let (source, from) = if text == "-" {
+        let mut input = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        (input, " from standard input".to_owned())
+    } else if let Some(path) = text.strip_prefix('@') {
+        let input =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+        (input, format!(" in {path:?}"))
+    } else {
+        (text.to_owned(), String::new())
+    };
+    serde_json::from_str(&source).map_err(|e| {
+        format!("not valid JSON{from}: {e} (pass JSON inline, @file to read a file, or - for standard input)")
+    })
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
@@ -200,7 +215,8 @@ pub(crate) struct ReplayArgs {
     db: DbArgs,
     /// The run to replay.
     id: Uuid,
-    /// Replay with this payload (JSON) instead of the original.
+    /// Replay with this payload (JSON inline, @file or - for standard input) instead of the
+    /// original.
     #[arg(long, value_parser = parse_json)]
     payload: Option<serde_json::Value>,
     /// Print JSON.
@@ -588,7 +604,7 @@ pub(crate) struct TriggerArgs {
     db: DbArgs,
     /// The task id.
     task: String,
-    /// The payload, as JSON.
+    /// The payload, as JSON: inline, @file to read a file, or - for standard input.
     #[arg(long, default_value = "null", value_parser = parse_json)]
     payload: serde_json::Value,
     /// Concurrency key (e.g. a workspace id).

@@ -465,3 +465,163 @@ async fn run_tables_show_control_characters_escaped() {
         assert!(out.contains(r"ws\u{1b}[2J1"), "{args:?}: {out}");
     }
 }
+
+#[tokio::test]
+async fn bad_input_and_a_missing_database_get_errors_a_newcomer_can_act_on() {
+    // The top-level help names every command.
+    let help = Command::new(KILN).arg("--help").output().unwrap();
+    let text = stdout(&help);
+    for command in [
+        "dev",
+        "migrate",
+        "runs",
+        "queues",
+        "schedules",
+        "tasks",
+        "trigger",
+        "serve",
+        "keys",
+        "audit",
+        "workers",
+        "bench",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "--help lists {command}: {text}"
+        );
+    }
+
+    // Nothing listens on this port: the error names host and port, at once.
+    let started = std::time::Instant::now();
+    let refused = kiln("postgres://postgres@127.0.0.1:1/kiln", &["runs", "list"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("cannot connect to PostgreSQL at 127.0.0.1:1"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // A database without Kiln's schema: "run `kiln migrate`", as JSON with --json.
+    let url = test_database().await;
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("DROP SCHEMA kiln CASCADE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let unmigrated = kiln(&url, &["runs", "list", "--json"]);
+    assert_eq!(unmigrated.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&unmigrated.stdout)
+        .unwrap_or_else(|e| panic!("a JSON error ({e}): {}", stdout(&unmigrated)));
+    assert_eq!(error["error"]["code"], "unavailable");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("run `kiln migrate`"),
+        "{error}"
+    );
+    let plain = kiln(&url, &["runs", "list"]);
+    assert!(stderr(&plain).contains("run `kiln migrate`"));
+
+    assert!(kiln(&url, &["migrate"]).status.success());
+    // --payload @file and - (standard input).
+    let file = std::env::temp_dir().join(format!("kiln-payload-{}.json", std::process::id()));
+    std::fs::write(&file, r#"{"ws_id": "from-file"}"#).unwrap();
+    let from_file = kiln(
+        &url,
+        &[
+            "trigger",
+            "echo",
+            "--allow-unregistered",
+            "--payload",
+            &format!("@{}", file.display()),
+            "--json",
+        ],
+    );
+    let id = json(&from_file)["id"].as_str().unwrap().to_owned();
+    let shown = json(&kiln(&url, &["runs", "show", &id, "--json"]));
+    assert_eq!(shown["payload"]["ws_id"], "from-file");
+    let mut child = Command::new(KILN)
+        .args([
+            "trigger",
+            "echo",
+            "--allow-unregistered",
+            "--payload",
+            "-",
+            "--json",
+        ])
+        .env("DATABASE_URL", &url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), br#"{"ws_id": "from-stdin"}"#)
+        .unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    let id = json(&from_stdin)["id"].as_str().unwrap().to_owned();
+    let shown = json(&kiln(&url, &["runs", "show", &id, "--json"]));
+    assert_eq!(shown["payload"]["ws_id"], "from-stdin");
+    let missing = kiln(
+        &url,
+        &["trigger", "echo", "--payload", "@/no/such/file.json"],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("cannot read \"/no/such/file.json\""));
+
+    // Bad options are refused by the one validator, named, exit 2, JSON with --json.
+    let refused = kiln(
+        &url,
+        &[
+            "trigger",
+            "echo",
+            "--allow-unregistered",
+            "--queue",
+            "elsewhere",
+            "--json",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(3), "{}", stdout(&refused));
+    let error: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(error["error"]["code"], "not_found");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("queue \"elsewhere\" does not exist"));
+    assert!(
+        kiln(&url, &["queues", "create", "elsewhere", "--limit", "2"])
+            .status
+            .success()
+    );
+    let accepted = kiln(
+        &url,
+        &[
+            "trigger",
+            "echo",
+            "--allow-unregistered",
+            "--queue",
+            "elsewhere",
+            "--json",
+        ],
+    );
+    assert!(accepted.status.success(), "{}", stderr(&accepted));
+    let long_key = "k".repeat(300);
+    let too_long = kiln(
+        &url,
+        &[
+            "trigger",
+            "echo",
+            "--allow-unregistered",
+            "--key",
+            &long_key,
+        ],
+    );
+    assert_eq!(too_long.status.code(), Some(2));
+    assert!(stderr(&too_long).contains("concurrency_key is 300 bytes, over the limit of 255"));
+    let _ = std::fs::remove_file(file);
+}

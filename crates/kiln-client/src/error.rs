@@ -74,10 +74,13 @@ pub enum ClientError {
     #[error(transparent)]
     Store(StoreError),
     /// The database could not be reached.
-    #[error(
-        "cannot connect to PostgreSQL: {0}; check DATABASE_URL and that the server is running"
-    )]
-    Connect(#[source] sqlx::Error),
+    #[error("cannot connect to PostgreSQL at {address}: {reason}; check DATABASE_URL and that the server is running")]
+    Connect {
+        /// `host:port` (or the socket directory) connected to.
+        address: String,
+        /// What went wrong: refused, no answer in time, authentication, unknown database.
+        reason: String,
+    },
 }
 
 /// What kind of failure a [`ClientError`] is, stable across versions. The CLI maps it to an exit
@@ -151,7 +154,7 @@ impl ClientError {
             }
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::InvalidPayload { .. } => ErrorCode::InvalidPayload,
-            Self::Connect(_) | Self::NotReady(_) => ErrorCode::Unavailable,
+            Self::Connect { .. } | Self::NotReady(_) => ErrorCode::Unavailable,
             Self::Store(error) if error.is_connection() => ErrorCode::Unavailable,
             Self::Store(_) => ErrorCode::Internal,
         }
@@ -186,8 +189,11 @@ impl ClientError {
         }
     }
 
-    pub(crate) fn connect(error: sqlx::Error) -> Self {
-        Self::Connect(error)
+    pub(crate) fn connect(address: &str, reason: impl std::fmt::Display) -> Self {
+        Self::Connect {
+            address: address.to_owned(),
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -199,6 +205,7 @@ impl From<StoreError> for ClientError {
             StoreError::NotFound(message) => Self::NotFound(message),
             StoreError::Conflict(message) => Self::Conflict(message),
             StoreError::TooLarge(message) => Self::TooLarge(message),
+            StoreError::NotMigrated(message) => Self::NotReady(message),
             other => Self::Store(other),
         }
     }

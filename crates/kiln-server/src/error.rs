@@ -68,7 +68,7 @@ impl From<ClientError> for ApiError {
         let message = match &error {
             // The database's own text may quote statements or rows: it goes to the server's
             // log, and the caller learns only what failed.
-            ClientError::Store(_) | ClientError::Connect(_) => {
+            ClientError::Store(_) | ClientError::Connect { .. } => {
                 tracing::error!(error = %error, "request failed in the database");
                 match code {
                     ErrorCode::Unavailable => {

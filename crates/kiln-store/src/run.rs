@@ -10,7 +10,7 @@ use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 use crate::error::db;
-use crate::{Pool, Result, StoreError, FINISHED_NOTIFY};
+use crate::{Pool, Result, StoreError};
 
 /// One run to insert: its payload and options.
 #[derive(Debug, Clone)]
