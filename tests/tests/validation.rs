@@ -444,3 +444,87 @@ async fn rust_and_sql_agree_on_names_durations_and_defaults() {
         "the documented defaults are the table's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_its_retry_cannot_be_rescheduled_and_a_moved_run_starts_at_once() {
+    use kiln_store::lease::{lease_claim, lease_complete_many, AttemptEnd};
+    let (db, client) = registered().await;
+    let retrying = client.trigger::<Echo>(ws("r")).await.unwrap().id;
+    let claim = lease_claim(
+        &db.pool,
+        "w",
+        &["echo".to_owned()],
+        1,
+        std::time::Duration::from_secs(30),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(claim.runs[0].run_id, retrying);
+    lease_complete_many(
+        &db.pool,
+        &[AttemptEnd {
+            run_id: retrying,
+            attempt: 1,
+            outcome: kiln::AttemptOutcome::Failed,
+            retry_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            final_status: RunStatus::Failed,
+            output: None,
+            error: None,
+            released: false,
+        }],
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    let before = snapshot(&db).await;
+    let error = client
+        .runs()
+        .reschedule(retrying, chrono::Utc::now())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Conflict);
+    assert!(
+        error.to_string().contains("is waiting for its retry"),
+        "{error}"
+    );
+    assert_eq!(snapshot(&db).await, before, "nothing moved");
+
+    // A delayed run moved to now starts at once: the reschedule wakes the workers (their poll
+    // interval here is far longer than the wait allowed).
+    let delayed = client
+        .trigger::<Echo>(ws("d"))
+        .delay(std::time::Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .id;
+    let worker = kiln::Worker::builder()
+        .database_url(&db.url)
+        .worker_id("waker")
+        .concurrency(2)
+        .poll_interval(std::time::Duration::from_secs(30))
+        .register(Echo)
+        .build()
+        .await
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let token = shutdown.clone();
+    let running = tokio::spawn(async move { worker.run_until(token).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let moved_at = std::time::Instant::now();
+    client
+        .runs()
+        .reschedule(delayed, chrono::Utc::now())
+        .await
+        .unwrap();
+    let done = wait_for_status(&client, delayed, RunStatus::Completed).await;
+    assert!(
+        moved_at.elapsed() < std::time::Duration::from_secs(5),
+        "started {:?} after the reschedule",
+        moved_at.elapsed()
+    );
+    assert_eq!(done.attempts, 1);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}

@@ -34,7 +34,7 @@ pub enum ClientError {
     #[error("run {0} does not exist: check the id (`kiln runs list` shows recent runs)")]
     RunNotFound(Uuid),
     /// The run has already started or finished, so it cannot be moved.
-    #[error("run {id} is {status}: only a run that has not started (delayed or queued) can be rescheduled")]
+    #[error("run {id} {}: only a run that has not started (delayed, or queued with no attempt yet) can be rescheduled", not_waiting(*.status))]
     NotWaiting {
         /// The run.
         id: Uuid,
@@ -81,6 +81,15 @@ pub enum ClientError {
         /// What went wrong: refused, no answer in time, authentication, unknown database.
         reason: String,
     },
+}
+
+/// How a run that cannot be rescheduled is described: a queued one has run an attempt and waits
+/// for its retry.
+fn not_waiting(status: kiln_core::RunStatus) -> String {
+    match status {
+        kiln_core::RunStatus::Queued => "is waiting for its retry (an attempt already ran)".into(),
+        other => format!("is {other}"),
+    }
 }
 
 /// What kind of failure a [`ClientError`] is, stable across versions. The CLI maps it to an exit

@@ -28,7 +28,9 @@ pub struct TriggerOptions {
     pub concurrency_key: Option<String>,
     /// A second trigger with a live key returns the existing run instead of a new one.
     pub idempotency_key: Option<String>,
-    /// How long the idempotency key dedupes; 30 days by default.
+    /// How long the idempotency key dedupes; 30 days by default. A run that ends failed,
+    /// timed_out, crashed, expired or system_failure releases its key at once; a completed or
+    /// canceled run keeps it until the ttl.
     pub idempotency_key_ttl: Option<Duration>,
     /// Start no earlier than this.
     pub delay: Option<Delay>,

@@ -635,7 +635,7 @@ pub async fn run_reschedule(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<
         // takes them.
         "WITH queued AS MATERIALIZED (SELECT run_id FROM kiln.ready WHERE run_id = $1 FOR UPDATE),
          target AS MATERIALIZED (
-             SELECT r.id, r.status, r.available_at, r.expires_at FROM kiln.runs r
+             SELECT r.id, r.status, r.attempts, r.available_at, r.expires_at FROM kiln.runs r
               WHERE r.id = $1 AND (SELECT count(*) FROM queued) >= 0
                 FOR UPDATE OF r),
          moved AS (
@@ -645,8 +645,10 @@ pub async fn run_reschedule(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<
                     expires_at = $2 + (t.expires_at - t.available_at),
                     delayed = $2 > now()
                FROM target t
-              WHERE rd.run_id = t.id AND t.status IN ('delayed', 'queued')
-             RETURNING rd.run_id),
+              -- Only a run that has not started: a queued run with attempts is waiting for its
+              -- retry, and its ttl no longer applies.
+              WHERE rd.run_id = t.id AND t.status IN ('delayed', 'queued') AND t.attempts = 0
+             RETURNING rd.run_id, rd.queue),
          updated AS (
              UPDATE kiln.runs r
                 SET available_at = $2,
@@ -654,8 +656,11 @@ pub async fn run_reschedule(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<
                     status = CASE WHEN $2 > now() THEN 'delayed' ELSE 'queued' END::kiln.run_status,
                     updated_at = now()
                FROM moved WHERE r.id = moved.run_id
-             RETURNING r.id)
-         SELECT t.status::text, EXISTS (SELECT 1 FROM updated) FROM target t",
+             RETURNING r.id),
+         -- Moved to now or earlier, it is claimable at once: wake the queue's workers.
+         woken AS (SELECT pg_notify('kiln_ready', m.queue) FROM moved m WHERE $2 <= now())
+         SELECT t.status::text, EXISTS (SELECT 1 FROM updated) AND (SELECT count(*) FROM woken) >= 0
+           FROM target t",
     )
     .bind(id)
     .bind(at)
