@@ -60,12 +60,20 @@ async fn probe(ctx: &Context, payload: &ProbePayload) -> Result<u64> {
     .bind(worker)
     .execute(pool)
     .await?;
-    tokio::time::sleep(Duration::from_millis(payload.sleep_ms)).await;
+    // A stopped body (canceled, fenced, shut down) records when it stopped, so the observed
+    // intervals end when the body really did.
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(payload.sleep_ms)) => {}
+        _ = ctx.cancelled() => {}
+    }
     sqlx::query("UPDATE probe_intervals SET finished_at = clock_timestamp() WHERE run_id = $1 AND attempt = $2")
         .bind(ctx.run_id())
         .bind(ctx.attempt() as i32)
         .execute(pool)
         .await?;
+    if ctx.is_cancelled() {
+        return Err(Error::msg("stopped before its work was done"));
+    }
     if payload.fail_first && ctx.attempt() == 1 {
         return Err(Error::msg("first attempt fails on purpose"));
     }

@@ -56,6 +56,33 @@ impl Server {
         replace_database(&self.admin_url, name)
     }
 
+    /// Restarts a private server on the same port (fast shutdown: every connection is cut), and
+    /// waits until it accepts connections again. A no-op for a server Kiln did not start.
+    pub fn restart(&self) -> Result<(), DevDbError> {
+        let Some(dir) = &self.data_dir else {
+            return Ok(());
+        };
+        let bin = find_binaries().ok_or(DevDbError::NoBinaries)?;
+        // The server's output goes to its log, as at start: a server writing to pg_ctl's
+        // captured output would hold the pipe open, and waiting for pg_ctl would never end.
+        let log = dir.join("server.log").to_string_lossy().into_owned();
+        run_as_owner(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                &dir.to_string_lossy(),
+                "-l",
+                &log,
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ],
+        )
+    }
+
     /// Stops a private server (a no-op for a server Kiln did not start).
     pub fn stop(&self) -> Result<(), DevDbError> {
         let Some(dir) = &self.data_dir else {
