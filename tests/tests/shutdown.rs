@@ -74,6 +74,18 @@ async fn sigterm_lets_short_runs_finish_and_hands_long_runs_back_without_using_a
     );
     assert_eq!(run.attempt_list.len(), 1);
     assert_eq!(run.attempt_list[0].status, "interrupted");
+    // Nothing failed: it is shown as queued, not as retrying, and listed that way.
+    assert!(!run.is_retrying());
+    assert_eq!(run.display_status(), "queued");
+    let retrying = client
+        .runs()
+        .list(&kiln::RunFilter {
+            retrying: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(retrying.runs.iter().all(|r| r.id != long2.id));
     assert_eq!(count_status(&db.pool, "executing").await, 0);
 
     // Another worker picks it up at once; with max_attempts 1 it may still run, since the

@@ -260,6 +260,8 @@ pub(crate) async fn runs(command: RunsCommand) -> CliResult {
                 created_before: args.until,
                 cursor: args.cursor,
                 limit: Some(args.limit),
+                // A listing shows neither payloads nor outputs: `runs show` does.
+                summary_only: true,
                 ..RunFilter::default()
             };
             let page = client.runs().list(&filter).await?;

@@ -567,6 +567,13 @@ async fn bad_input_and_a_missing_database_get_errors_a_newcomer_can_act_on() {
     let id = json(&from_stdin)["id"].as_str().unwrap().to_owned();
     let shown = json(&kiln(&url, &["runs", "show", &id, "--json"]));
     assert_eq!(shown["payload"]["ws_id"], "from-stdin");
+    // A listing never loads payloads (runs show does).
+    let listed = json(&kiln(&url, &["runs", "list", "--json"]));
+    assert!(listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["payload"].is_null() && r["output"].is_null()));
     let missing = kiln(
         &url,
         &["trigger", "echo", "--payload", "@/no/such/file.json"],

@@ -38,6 +38,9 @@ pub struct RunFilter {
     pub before: Option<Uuid>,
     /// Page size: 1 to [`MAX_PAGE_SIZE`]; [`DEFAULT_PAGE_SIZE`] when `None`.
     pub limit: Option<u32>,
+    /// Leave each run's payload and output out (JSON null and `None`): for listings that show
+    /// neither, so that a page never loads large payloads.
+    pub summary_only: bool,
 }
 
 /// Reads status names of a filter (`failed`, `queued`, ... and `retrying`, meaning queued for a

@@ -27,6 +27,10 @@ pub struct Run {
     pub error: Option<ErrorRecord>,
     /// Attempts started so far.
     pub attempts: u32,
+    /// Of those, attempts handed back unfinished (a worker shutting down, or stalling before the
+    /// body started): they do not count against `max_attempts`, and do not make it a retry.
+    #[serde(default)]
+    pub released_attempts: u32,
     /// Attempts it may use in all.
     pub max_attempts: u32,
     /// Head start in seconds.
@@ -61,9 +65,10 @@ pub struct Run {
 }
 
 impl Run {
-    /// True when the run waits for a retry after a failed attempt.
+    /// True when the run waits for a retry after a failed attempt (not after an attempt that
+    /// was only handed back).
     pub fn is_retrying(&self) -> bool {
-        self.status == RunStatus::Queued && self.attempts > 0
+        self.status == RunStatus::Queued && self.attempts > self.released_attempts
     }
 
     /// The status as people read it: "retrying" for a queued retry.

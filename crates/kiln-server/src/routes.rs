@@ -175,6 +175,8 @@ pub(crate) async fn list_runs(
         cursor: query.cursor,
         before: query.before,
         limit: Some(limit),
+        // The API's listing keeps each run's payload and output: its callers read them.
+        summary_only: false,
     };
     let page = caller.client.runs().list(&filter).await?;
     Ok(Json(RunPageBody {

@@ -139,9 +139,21 @@ pub async fn run_insert_many<'e>(
 }
 
 const RUN_COLUMNS: &str = "id, task_id, queue, concurrency_key, status::text AS status, payload,
-    output, error, attempts, max_attempts, priority_s, tags, metadata, idempotency_key,
+    output, error, attempts, released_attempts, max_attempts, priority_s, tags, metadata, idempotency_key,
     parent_run_id, root_run_id, replay_of, created_at, available_at, expires_at, started_at,
     finished_at, updated_at";
+
+/// [`RUN_COLUMNS`] with payload and output left out (JSON null), for listings that show neither:
+/// a page of runs then never loads megabytes of payloads.
+fn run_columns(filter: &RunFilter) -> String {
+    if filter.summary_only {
+        RUN_COLUMNS
+            .replacen("payload,", "'null'::jsonb AS payload,", 1)
+            .replacen("output,", "NULL::jsonb AS output,", 1)
+    } else {
+        RUN_COLUMNS.to_owned()
+    }
+}
 
 fn run_from_row(row: &PgRow) -> std::result::Result<Run, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -158,6 +170,7 @@ fn run_from_row(row: &PgRow) -> std::result::Result<Run, sqlx::Error> {
         output: row.try_get("output")?,
         error: error.and_then(|e| serde_json::from_value::<ErrorRecord>(e).ok()),
         attempts: row.try_get::<i32, _>("attempts")? as u32,
+        released_attempts: row.try_get::<i32, _>("released_attempts")? as u32,
         max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
         priority_s: row.try_get("priority_s")?,
         tags: row.try_get("tags")?,
@@ -245,7 +258,7 @@ fn push_status_filter(q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &R
             .push_bind(names)
             .push(")");
         if filter.retrying {
-            q.push(" OR (status = 'queued' AND attempts > 0)");
+            q.push(" OR (status = 'queued' AND attempts > released_attempts)");
         }
         q.push(")");
     }
@@ -313,7 +326,10 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
     if filters_status(filter) {
         return run_list_by_status(pool, filter, limit).await;
     }
-    let mut q = sqlx::QueryBuilder::new(format!("SELECT {RUN_COLUMNS} FROM kiln.runs WHERE true"));
+    let mut q = sqlx::QueryBuilder::new(format!(
+        "SELECT {} FROM kiln.runs WHERE true",
+        run_columns(filter)
+    ));
     push_indexed_filter(&mut q, filter);
     let backwards = push_page_position(&mut q, filter);
     q.push(" LIMIT ").push_bind(i64::from(limit) + 1);
@@ -397,7 +413,7 @@ async fn run_list_by_status(pool: &Pool, filter: &RunFilter, limit: u32) -> Resu
     // The inner scan stops as soon as the page is full: a common status costs a few hundred
     // rows read, a rare one at most the budget.
     let mut q = sqlx::QueryBuilder::new(
-        "SELECT id FROM (SELECT id, status, attempts FROM kiln.runs WHERE true",
+        "SELECT id FROM (SELECT id, status, attempts, released_attempts FROM kiln.runs WHERE true",
     );
     push_indexed_filter(&mut q, filter);
     let backwards = push_page_position(&mut q, filter);
@@ -433,7 +449,7 @@ async fn run_list_by_status(pool: &Pool, filter: &RunFilter, limit: u32) -> Resu
     } else {
         None
     };
-    let mut runs = run_list_by_ids(pool, &ids).await?;
+    let mut runs = runs_by_ids(pool, &ids, &run_columns(filter)).await?;
     if backwards {
         runs.reverse();
     }
@@ -505,8 +521,12 @@ pub async fn run_cancel_many(pool: &Pool, ids: &[Uuid]) -> Result<u64> {
 
 /// The runs among `ids` that exist, newest first (without their attempts).
 pub async fn run_list_by_ids(pool: &Pool, ids: &[Uuid]) -> Result<Vec<Run>> {
+    runs_by_ids(pool, ids, RUN_COLUMNS).await
+}
+
+async fn runs_by_ids(pool: &Pool, ids: &[Uuid], columns: &str) -> Result<Vec<Run>> {
     let rows = sqlx::query(&format!(
-        "SELECT {RUN_COLUMNS} FROM kiln.runs WHERE id = ANY($1) ORDER BY id DESC"
+        "SELECT {columns} FROM kiln.runs WHERE id = ANY($1) ORDER BY id DESC"
     ))
     .bind(ids)
     .fetch_all(pool)

@@ -113,6 +113,8 @@ impl Filters {
             cursor: self.uuid("cursor")?,
             before: self.uuid("before")?,
             limit: Some(DASHBOARD_PAGE),
+            // The runs table shows neither payloads nor outputs.
+            summary_only: true,
         })
     }
 
