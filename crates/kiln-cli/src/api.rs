@@ -31,7 +31,6 @@ pub(crate) struct ServeArgs {
 /// Serves the HTTP API until SIGTERM or Ctrl-C.
 pub(crate) async fn serve(args: ServeArgs) -> CliResult {
     let client = args.db.client().await?;
-    client.check_ready().await?;
     if args.session_secret.as_ref().is_some_and(|s| s.len() < 32) {
         return Err(Failure::usage(
             "--session-secret (KILN_SESSION_SECRET) is too short: use at least 32 random \

@@ -198,7 +198,7 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
     if args.runs == 0 {
         return Err(Failure::usage("--runs must be at least 1"));
     }
-    let client = args.db.client().await?;
+    let client = args.db.client_unchecked().await?;
     client.migrate().await?;
     let pool = client.pool().clone();
     run_purge_task(&pool, BenchNoop::ID)
@@ -293,7 +293,7 @@ async fn latency(args: LatencyArgs) -> CliResult {
     if args.samples == 0 {
         return Err(Failure::usage("--samples must be at least 1"));
     }
-    let client = args.db.client().await?;
+    let client = args.db.client_unchecked().await?;
     client.migrate().await?;
     run_purge_task(client.pool(), BenchPing::ID)
         .await
@@ -342,7 +342,7 @@ async fn fanout(args: FanoutArgs) -> CliResult {
     if args.children == 0 {
         return Err(Failure::usage("--children must be at least 1"));
     }
-    let client = args.db.client().await?;
+    let client = args.db.client_unchecked().await?;
     client.migrate().await?;
     let pool = client.pool().clone();
     for task in [BenchParent::ID, BenchNoop::ID] {

@@ -83,7 +83,7 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> CliResult {
     if args.requests == 0 {
         return Err(Failure::usage("--requests must be at least 1"));
     }
-    let client = args.db.client().await?;
+    let client = args.db.client_unchecked().await?;
     client.migrate().await?;
     if !args.no_fill {
         let started = Instant::now();

@@ -149,7 +149,7 @@ fn init_tracing(default: &str) {
 }
 
 fn main() -> ExitCode {
-    // With --json anywhere, a failure is printed as JSON on standard output too, like the
+    // With --json anywhere, a failure is also printed as JSON on standard output, where the
     // command's answer would have been: {"error": {"code": "not_found", "message": "..."}}.
     let json_errors = std::env::args().any(|arg| arg == "--json");
     let cli = Cli::parse();
@@ -201,9 +201,8 @@ fn main() -> ExitCode {
                         "error": {"code": failure.kind.as_str(), "message": failure.message}
                     })
                 );
-            } else {
-                eprintln!("error: {}", failure.message);
             }
+            eprintln!("error: {}", failure.message);
             ExitCode::from(failure.code)
         }
     }

@@ -18,7 +18,16 @@ pub(crate) struct DbArgs {
 }
 
 impl DbArgs {
+    /// A client on a database that has every migration of this build; otherwise the failure
+    /// says to run `kiln migrate`.
     pub(crate) async fn client(&self) -> Result<Client, Failure> {
+        let client = self.client_unchecked().await?;
+        client.check_ready().await?;
+        Ok(client)
+    }
+
+    /// A client, whatever the state of the database's schema (for `kiln migrate`).
+    pub(crate) async fn client_unchecked(&self) -> Result<Client, Failure> {
         let url = self.database_url.as_deref().ok_or_else(|| {
             Failure::usage("DATABASE_URL is not set: set it (e.g. postgres://user@localhost:5432/app) or pass --database-url")
         })?;
@@ -88,7 +97,7 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub(crate) async fn migrate(args: DbArgs) -> CliResult {
-    let client = args.client().await?;
+    let client = args.client_unchecked().await?;
     let applied = client.migrate().await?;
     if applied.is_empty() {
         println!("database is up to date");

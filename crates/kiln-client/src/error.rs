@@ -214,7 +214,6 @@ impl From<StoreError> for ClientError {
             StoreError::NotFound(message) => Self::NotFound(message),
             StoreError::Conflict(message) => Self::Conflict(message),
             StoreError::TooLarge(message) => Self::TooLarge(message),
-            StoreError::NotMigrated(message) => Self::NotReady(message),
             other => Self::Store(other),
         }
     }

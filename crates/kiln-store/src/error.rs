@@ -21,9 +21,6 @@ pub enum StoreError {
     /// The thing named exists, but its state does not allow the change.
     #[error("{0}")]
     Conflict(String),
-    /// The database has no Kiln schema (or an older one): `kiln migrate` has not been run.
-    #[error("{0}")]
-    NotMigrated(String),
     /// A migration could not be applied, or the applied ones differ from this build's.
     #[error("{0}")]
     Migration(String),
@@ -120,14 +117,6 @@ pub(crate) fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError
                         "KL413" => StoreError::TooLarge(message),
                         _ => StoreError::Invalid(message),
                     };
-                }
-                // An undefined schema, table or function of Kiln's: not migrated.
-                Some("3F000" | "42P01" | "42883") if e.message().contains("kiln") => {
-                    return StoreError::NotMigrated(format!(
-                        "{action} failed: this database has no Kiln schema (or an older one): \
-                         run `kiln migrate` (the database said: {})",
-                        e.message()
-                    ));
                 }
                 _ => {}
             }
