@@ -324,6 +324,11 @@ async fn each_tick_fires_once_and_downtime_fires_one_catch_up() {
         Some(first + Duration::minutes(10))
     );
     assert_eq!(ticks[0].last_timestamp, None);
+    // The late catch-up says so; the runs on time do not.
+    assert_eq!(
+        ticks.iter().map(|t| t.caught_up).collect::<Vec<_>>(),
+        [false, false, true, false]
+    );
     assert_eq!(caught_up.timezone, "Europe/Berlin");
     assert_eq!(caught_up.schedule_id, schedule.id);
     assert_eq!(caught_up.external_id.as_deref(), Some("ws_42"));

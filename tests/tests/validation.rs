@@ -528,3 +528,37 @@ async fn a_run_waiting_for_its_retry_cannot_be_rescheduled_and_a_moved_run_start
     shutdown.cancel();
     running.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_no_worker_serves_are_visible_as_such() {
+    let (db, client) = registered().await;
+    // The worker that registered the tasks has stopped: nothing serves them now.
+    client.trigger::<Echo>(ws("a")).await.unwrap();
+    client.trigger::<Echo>(ws("b")).await.unwrap();
+    client
+        .trigger_by_id("never-registered", serde_json::json!({}))
+        .allow_unregistered()
+        .await
+        .unwrap();
+    let echo = client.tasks().retrieve("echo").await.unwrap();
+    assert_eq!((echo.served, echo.waiting), (false, 2));
+    let unregistered = client.tasks().unregistered_waiting().await.unwrap();
+    assert_eq!(unregistered.len(), 1);
+    assert_eq!(
+        (unregistered[0].task_id.as_str(), unregistered[0].waiting),
+        ("never-registered", 1)
+    );
+
+    let worker = InProcessWorker::start(&db, "server", 2).await;
+    kiln_tests::wait_until(
+        "echo is served and its runs ran",
+        std::time::Duration::from_secs(20),
+        || async {
+            let echo = client.tasks().retrieve("echo").await.unwrap();
+            echo.served && echo.waiting == 0
+        },
+    )
+    .await;
+    worker.stop().await;
+    assert!(!client.tasks().retrieve("echo").await.unwrap().served);
+}

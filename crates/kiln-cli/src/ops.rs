@@ -590,21 +590,57 @@ pub(crate) async fn tasks(command: TasksCommand) -> CliResult {
     let TasksCommand::List { db, json } = command;
     let client = db.client().await?;
     let tasks = client.tasks().list().await?;
+    let unregistered = client.tasks().unregistered_waiting().await?;
     if json {
         table::json(&tasks);
-    } else {
-        let rows: Vec<Vec<String>> = tasks
-            .iter()
-            .map(|t| {
-                vec![
-                    t.id.clone(),
-                    t.queue.clone(),
-                    t.max_attempts.to_string(),
-                    t.description.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        table::print(&["TASK", "QUEUE", "ATTEMPTS", "DESCRIPTION"], &rows);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.queue.clone(),
+                t.max_attempts.to_string(),
+                if t.served {
+                    "yes".to_owned()
+                } else {
+                    "NO WORKER".to_owned()
+                },
+                t.waiting.to_string(),
+                t.description.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "TASK",
+            "QUEUE",
+            "ATTEMPTS",
+            "SERVED",
+            "WAITING",
+            "DESCRIPTION",
+        ],
+        &rows,
+    );
+    let stuck: Vec<&kiln::TaskRow> = tasks
+        .iter()
+        .filter(|t| !t.served && t.waiting > 0)
+        .collect();
+    for task in stuck {
+        println!(
+            "\nwarning: {} runs of {} are waiting and no running worker registers this task: start one that does",
+            task.waiting,
+            table::clean(&task.id)
+        );
+    }
+    for task in &unregistered {
+        println!(
+            "\nwarning: {} runs of {} (a task id no worker ever registered) are waiting since {}: start a worker that registers it, or cancel them",
+            task.waiting,
+            table::clean(&task.task_id),
+            task.oldest_available_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
     }
     Ok(())
 }

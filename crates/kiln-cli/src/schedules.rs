@@ -9,6 +9,24 @@ use crate::{table, CliResult};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SchedulesCommand {
+    /// Show when a cron pattern fires, from any date, without a database:
+    /// `kiln schedules preview "30 2 * * *" --tz Europe/Berlin --from 2026-03-28`.
+    Preview {
+        /// The five-field cron pattern.
+        cron: String,
+        /// IANA timezone the pattern is evaluated in (UTC when left out).
+        #[arg(long)]
+        tz: Option<String>,
+        /// Start from this date (2026-03-28) or instant (2026-03-28T12:00:00Z); now when left out.
+        #[arg(long)]
+        from: Option<String>,
+        /// How many fire times to show.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List schedules with their pattern, timezone and next tick.
     List {
         #[command(flatten)]
@@ -142,6 +160,39 @@ fn print_one(schedule: &Schedule) {
 
 pub(crate) async fn schedules(command: SchedulesCommand) -> CliResult {
     match command {
+        SchedulesCommand::Preview {
+            cron,
+            tz,
+            from,
+            count,
+            json,
+        } => {
+            let schedule =
+                kiln::CronSchedule::parse(&cron, tz.as_deref()).map_err(crate::Failure::usage)?;
+            let zone = schedule.timezone();
+            let start = match from.as_deref() {
+                None => chrono::Utc::now(),
+                Some(text) => parse_from(text, zone).map_err(crate::Failure::usage)?,
+            };
+            let ticks = schedule.upcoming(start - chrono::Duration::seconds(1), count);
+            if json {
+                table::json(&ticks);
+            } else {
+                let rows: Vec<Vec<String>> = ticks
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.with_timezone(&zone)
+                                .format("%Y-%m-%d %H:%M %Z")
+                                .to_string(),
+                            t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                        ]
+                    })
+                    .collect();
+                let local = format!("LOCAL ({})", zone.name());
+                table::print(&[local.as_str(), "UTC"], &rows);
+            }
+        }
         SchedulesCommand::List { db, task, json } => {
             let schedules = db.client().await?.schedules().list(task.as_deref()).await?;
             if json {
@@ -209,4 +260,24 @@ pub(crate) async fn schedules(command: SchedulesCommand) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// A date (midnight in `zone`) or an RFC 3339 instant.
+fn parse_from(
+    text: &str,
+    zone: kiln::chrono_tz::Tz,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::TimeZone;
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        format!(
+            "--from {text:?} is neither a date (2026-03-28) nor an instant (2026-03-28T12:00:00Z)"
+        )
+    })?;
+    zone.from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        .earliest()
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok_or_else(|| format!("midnight of {date} does not exist in {}", zone.name()))
 }

@@ -632,3 +632,61 @@ async fn bad_input_and_a_missing_database_get_errors_a_newcomer_can_act_on() {
     assert!(stderr(&too_long).contains("concurrency_key is 300 bytes, over the limit of 255"));
     let _ = std::fs::remove_file(file);
 }
+
+#[test]
+fn schedules_preview_shows_fire_times_from_any_date_across_a_dst_change() {
+    let output = Command::new(KILN)
+        .args([
+            "schedules",
+            "preview",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--from",
+            "2026-03-28",
+            "--count",
+            "3",
+            "--json",
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(
+        json(&output),
+        serde_json::json!([
+            "2026-03-28T01:30:00Z",
+            "2026-03-29T01:00:00Z",
+            "2026-03-30T00:30:00Z"
+        ]),
+        "02:30, then 03:00 right after the spring-forward change, then 02:30 summer time"
+    );
+    let table = Command::new(KILN)
+        .args([
+            "schedules",
+            "preview",
+            "*/20 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--from",
+            "2026-03-29",
+            "--count",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&table).contains("2026-03-30 02:00 CEST"),
+        "{}",
+        stdout(&table)
+    );
+    let bad = Command::new(KILN)
+        .args(["schedules", "preview", "61 * * * *"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("minute field \"61\""),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -48,7 +48,7 @@ pub use kiln_store::run::STATUS_SCAN_BUDGET;
 pub use queues::Queues;
 pub use runs::{Runs, MAX_LOG_PAGE};
 pub use schedules::{CreateSchedule, Schedules, UpdateSchedule};
-pub use tasks::{TaskRow, Tasks, WorkerRow, Workers};
+pub use tasks::{TaskRow, Tasks, UnregisteredWaiting, WorkerRow, Workers};
 use trigger::Target;
 pub use trigger::Trigger;
 pub use wait::{RunWaiter, WAIT_POLL_INTERVAL};

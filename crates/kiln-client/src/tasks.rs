@@ -1,8 +1,8 @@
 //! `client.tasks()` and `client.workers()`: the tasks workers have registered, with their
 //! definitions, and the worker processes themselves.
 
-pub use kiln_store::task::TaskRow;
-use kiln_store::task::{task_get, task_list};
+use kiln_store::task::{task_get, task_list, task_unregistered_waiting};
+pub use kiln_store::task::{TaskRow, UnregisteredWaiting};
 
 use crate::audit::Ops;
 use crate::ClientError;
@@ -21,6 +21,12 @@ impl<'a> Tasks<'a> {
     /// Every registered task, by id.
     pub async fn list(&self) -> Result<Vec<TaskRow>, ClientError> {
         Ok(task_list(self.ops.pool).await?)
+    }
+
+    /// Task ids no worker ever registered that have runs waiting (triggered with
+    /// `allow_unregistered`): they wait until a worker registering the task starts.
+    pub async fn unregistered_waiting(&self) -> Result<Vec<UnregisteredWaiting>, ClientError> {
+        Ok(task_unregistered_waiting(self.ops.pool).await?)
     }
 
     /// One registered task.

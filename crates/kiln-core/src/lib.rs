@@ -65,3 +65,6 @@ pub use task::{
     TaskResult,
 };
 pub use tokio_util::sync::CancellationToken;
+/// The crates Kiln's public types are built on (`DateTime<Utc>`, `Tz`, `Uuid`, JSON values),
+/// re-exported so that an app uses the very versions Kiln does without adding them by hand.
+pub use {chrono, chrono_tz, serde_json, uuid};

@@ -23,6 +23,10 @@ pub struct ScheduleTick {
     pub external_id: Option<String>,
     /// The next five ticks after this one.
     pub upcoming: Vec<DateTime<Utc>>,
+    /// True when this is a late catch-up: the scheduler was down past one or more ticks, and
+    /// this run stands for the latest of them (the earlier ones were skipped).
+    #[serde(default)]
+    pub caught_up: bool,
 }
 
 /// A schedule: a task fired on the ticks of a cron pattern.

@@ -510,6 +510,10 @@ pub struct TaskBody {
     pub timezone: Option<String>,
     /// When a worker last registered it.
     pub last_seen_at: DateTime<Utc>,
+    /// Whether a running worker registers it now (runs of a task no worker serves wait).
+    pub served: bool,
+    /// Its runs waiting to start now.
+    pub waiting_runs: i64,
 }
 
 impl From<&TaskRow> for TaskBody {
@@ -529,6 +533,8 @@ impl From<&TaskRow> for TaskBody {
             cron: t.cron.clone(),
             timezone: t.timezone.clone(),
             last_seen_at: t.last_seen_at,
+            served: t.served,
+            waiting_runs: t.waiting,
         }
     }
 }

@@ -306,6 +306,7 @@ pub async fn schedule_fire_due(
             schedule_id: id,
             external_id: external_id.clone(),
             upcoming: parsed.upcoming(tick, UPCOMING_TICKS),
+            caught_up: tick > due_at,
         };
         let claimed: Option<DateTime<Utc>> = sqlx::query_scalar(
             "INSERT INTO kiln.schedule_ticks (schedule_id, tick) VALUES ($1, $2)

@@ -86,6 +86,45 @@ pub struct TaskRow {
     pub timezone: Option<String>,
     /// When a worker last registered it.
     pub last_seen_at: chrono::DateTime<chrono::Utc>,
+    /// Whether a running worker (seen within its last heartbeats) registers it now; runs of a
+    /// task no worker serves wait until one starts.
+    pub served: bool,
+    /// Its runs waiting to start now (queued and due, retries included).
+    pub waiting: i64,
+}
+
+/// Runs waiting for a task id no worker ever registered (triggered with `allow_unregistered`):
+/// nothing will run them until a worker registering the task starts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnregisteredWaiting {
+    /// The task id.
+    pub task_id: String,
+    /// Runs waiting.
+    pub waiting: i64,
+    /// When the oldest of them became due.
+    pub oldest_available_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Task ids with runs waiting that no worker ever registered, by id.
+pub async fn task_unregistered_waiting(pool: &Pool) -> Result<Vec<UnregisteredWaiting>> {
+    let rows: Vec<(String, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT r.task_id, count(*), min(r.available_at) FROM kiln.ready r
+          WHERE NOT EXISTS (SELECT 1 FROM kiln.tasks t WHERE t.id = r.task_id)
+          GROUP BY r.task_id ORDER BY r.task_id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db("listing runs of unregistered tasks"))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(task_id, waiting, oldest_available_at)| UnregisteredWaiting {
+                task_id,
+                waiting,
+                oldest_available_at,
+            },
+        )
+        .collect())
 }
 
 /// Lists registered tasks by id, with their queue's limits and their declarative schedule.
@@ -102,14 +141,22 @@ async fn task_query(pool: &Pool, task_id: Option<&str>) -> Result<Vec<TaskRow>> 
     let rows = sqlx::query(
         "SELECT t.id, t.queue, t.description, t.max_attempts, t.retry, t.max_duration_ms,
                 t.ttl_ms, t.priority_s, t.payload_schema, coalesce(q.limit_override, q.concurrency_limit) AS concurrency_limit,
-                q.total_limit, s.cron, s.timezone, t.last_seen_at
+                q.total_limit, s.cron, s.timezone, t.last_seen_at,
+                EXISTS (SELECT 1 FROM kiln.workers w
+                         WHERE t.id = ANY(w.tasks) AND w.state = 'running'
+                           AND w.last_seen_at >= now() - $2 * w.heartbeat_ms * interval '1 millisecond') AS served,
+                coalesce(due.waiting, 0) AS waiting
            FROM kiln.tasks t
            LEFT JOIN kiln.queues q ON q.name = t.queue
            LEFT JOIN kiln.schedules s ON s.task_id = t.id AND s.declarative AND s.active
+           LEFT JOIN (SELECT r.task_id, count(*) AS waiting FROM kiln.ready r
+                       WHERE r.available_at <= now() AND ($1::text IS NULL OR r.task_id = $1)
+                       GROUP BY r.task_id) due ON due.task_id = t.id
           WHERE $1::text IS NULL OR t.id = $1
           ORDER BY t.id",
     )
     .bind(task_id)
+    .bind(crate::worker::WORKER_MISSED_HEARTBEATS)
     .fetch_all(pool)
     .await
     .map_err(db("listing tasks"))?;
@@ -130,6 +177,8 @@ async fn task_query(pool: &Pool, task_id: Option<&str>) -> Result<Vec<TaskRow>> 
                 cron: row.try_get("cron")?,
                 timezone: row.try_get("timezone")?,
                 last_seen_at: row.try_get("last_seen_at")?,
+                served: row.try_get("served")?,
+                waiting: row.try_get("waiting")?,
             })
         })
         .collect::<std::result::Result<_, sqlx::Error>>()

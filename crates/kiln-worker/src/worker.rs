@@ -328,7 +328,8 @@ impl Worker {
         let inner = &self.inner;
         let config = &inner.config;
         let task_ids = inner.registry.ids();
-        tracing::info!(worker_id = %inner.worker_id, tasks = ?task_ids, concurrency = config.concurrency, "worker started");
+        tracing::info!(worker_id = %inner.worker_id, tasks = ?task_ids, concurrency = config.concurrency,
+                       version = env!("CARGO_PKG_VERSION"), "worker started");
         worker_register(
             &inner.pool,
             &WorkerSpec {
@@ -580,7 +581,7 @@ impl Worker {
         if let Err(error) = worker_set_state(&inner.pool, &inner.worker_id, "stopped").await {
             tracing::warn!(%error, "could not record that the worker stopped");
         }
-        tracing::info!("worker stopped");
+        tracing::info!(worker_id = %inner.worker_id, "worker stopped");
         Ok(())
     }
 }

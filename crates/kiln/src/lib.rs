@@ -74,8 +74,9 @@
 pub use kiln_client::{
     ApiKey, BulkAction, BulkProgress, BulkSelection, CancelOutcome, Client, ClientError,
     CreateSchedule, ErrorCode, QueueRow, Queues, RunFilter, RunHandle, RunPage, RunWaiter, Runs,
-    Schedules, Scope, Trigger, UpdateSchedule, WaitError, BULK_BATCH, DEFAULT_BULK_CAP,
-    MAX_BULK_CAP, MAX_LOG_PAGE, STATUS_SCAN_BUDGET, WAIT_POLL_INTERVAL,
+    Schedules, Scope, TaskRow, Tasks, Trigger, UnregisteredWaiting, UpdateSchedule, WaitError,
+    WorkerRow, Workers, BULK_BATCH, DEFAULT_BULK_CAP, MAX_BULK_CAP, MAX_LOG_PAGE,
+    STATUS_SCAN_BUDGET, WAIT_POLL_INTERVAL,
 };
 pub use kiln_core::*;
 #[cfg(feature = "worker")]

@@ -213,6 +213,7 @@ pub async fn kick_off(client: &Client) -> Result<(), String> {
             schedule_id: schedule.id,
             external_id: None,
             upcoming: schedule.upcoming.clone(),
+            caught_up: false,
         })
         .await
         .map_err(|e| e.to_string())?;
