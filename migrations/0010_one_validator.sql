@@ -186,7 +186,8 @@ BEGIN
                               'max_duration_ms', t.max_duration_ms, 'ttl_ms', t.ttl_ms,
                               'priority_s', t.priority_s)
       INTO registered FROM kiln.tasks t WHERE t.id = p_task_id;
-    IF registered IS NULL AND NOT p_allow_unregistered THEN
+    -- A typed trigger carries its task's whole definition (p_definition): it may come first.
+    IF registered IS NULL AND NOT p_allow_unregistered AND p_definition IS NULL THEN
         RAISE EXCEPTION 'task "%" is not registered: no worker has ever registered a task with this id', p_task_id
             USING ERRCODE = 'KL404',
             HINT = 'Check the task id for a typo, start a worker that registers the task, or trigger with allow_unregistered.';
@@ -197,6 +198,16 @@ BEGIN
        OR (d->>'max_attempts')::numeric NOT BETWEEN 1 AND l.max_attempts THEN
         RAISE EXCEPTION 'the task definition for "%" is not valid: %', p_task_id, left(d::text, 300)
             USING ERRCODE = 'KL400', HINT = 'A definition names a valid queue and max_attempts from 1 to the limit.';
+    END IF;
+    IF registered IS NULL AND p_definition IS NOT NULL THEN
+        -- Register the definition a typed trigger carries, so that apps and workers can start
+        -- in any order; the worker that serves the task rewrites it when it starts. Until then
+        -- the task is listed as served by no worker, with its waiting runs.
+        INSERT INTO kiln.tasks (id, queue, max_attempts, retry, max_duration_ms, ttl_ms, priority_s)
+        VALUES (p_task_id, d->>'queue', (d->>'max_attempts')::int, d->'retry',
+                nullif((d->>'max_duration_ms')::bigint, 0), nullif((d->>'ttl_ms')::bigint, 0),
+                coalesce((d->>'priority_s')::int, 0))
+        ON CONFLICT (id) DO NOTHING;
     END IF;
 
     -- Every spec, checked in one pass; the first problem is reported. Messages use the

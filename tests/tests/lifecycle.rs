@@ -249,11 +249,17 @@ async fn unregistered_tasks_are_refused_unless_the_caller_opts_in() {
         "{err:?}"
     );
     assert!(err.to_string().contains("allow_unregistered"), "{err}");
-    let err = client
+    // A typed trigger carries its task's definition: it registers the task and its run waits
+    // for a worker, so that app and worker can start in any order.
+    let typed = client
         .trigger::<Echo>(WorkspacePayload { ws_id: "x".into() })
         .await
-        .unwrap_err();
-    assert!(matches!(err, ClientError::UnregisteredTask { .. }));
+        .unwrap();
+    let echo = client.tasks().retrieve("echo").await.unwrap();
+    assert_eq!((echo.queue.as_str(), echo.served, echo.waiting), ("echo", false, 1));
+    let worker = InProcessWorker::start(&db, "late", 1).await;
+    wait_for_status(&client, typed.id, RunStatus::Completed).await;
+    worker.stop().await;
     let handle = client
         .trigger_by_id("shedule-task", serde_json::json!({}))
         .allow_unregistered()
