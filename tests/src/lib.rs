@@ -124,7 +124,6 @@ impl WorkerProcess {
     /// [`WorkerProcess::spawn`] with extra environment variables.
     pub fn spawn_with_env(&self, exe: &str, db: &TestDb, env: &[(&str, &str)]) -> Child {
         let mut command = Command::new(exe);
-        command.envs(env.iter().copied());
         if let Some(only) = &self.only_tasks {
             command.env("KILN_ONLY_TASKS", only);
         }
@@ -142,6 +141,8 @@ impl WorkerProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            // The caller's variables win (RUST_LOG among them).
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()

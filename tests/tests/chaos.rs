@@ -89,7 +89,8 @@ async fn kills_a_freeze_and_a_postgres_restart_lose_nothing_and_never_exceed_the
     let mut spawn = |workers: &mut Vec<(String, Child)>| {
         generation += 1;
         let id = format!("chaos-{generation}");
-        let child = worker(&id).spawn(WORKER_EXE, &db);
+        // Failures on purpose and rescues are expected by the thousand: print only errors.
+        let child = worker(&id).spawn_with_env(WORKER_EXE, &db, &[("RUST_LOG", "error")]);
         workers.push((id, child));
     };
     let mut workers: Vec<(String, Child)> = Vec::new();

@@ -256,7 +256,10 @@ async fn unregistered_tasks_are_refused_unless_the_caller_opts_in() {
         .await
         .unwrap();
     let echo = client.tasks().retrieve("echo").await.unwrap();
-    assert_eq!((echo.queue.as_str(), echo.served, echo.waiting), ("echo", false, 1));
+    assert_eq!(
+        (echo.queue.as_str(), echo.served, echo.waiting),
+        ("echo", false, 1)
+    );
     let worker = InProcessWorker::start(&db, "late", 1).await;
     wait_for_status(&client, typed.id, RunStatus::Completed).await;
     worker.stop().await;
