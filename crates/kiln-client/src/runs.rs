@@ -158,8 +158,9 @@ impl<'a> Runs<'a> {
     }
 
     /// Waits until run `id` of task `T` is final and returns its typed output, or why there is
-    /// none: [`WaitError::Failed`] with its status and error, [`WaitError::Timeout`] when
-    /// `timeout` passed first (the run goes on). Woken by Kiln's finish notification, with a
+    /// none: [`WaitError::Failed`](crate::WaitError::Failed) with its status and error,
+    /// [`WaitError::Timeout`](crate::WaitError::Timeout) when `timeout` passed first (the run
+    /// goes on). Woken by Kiln's finish notification, with a
     /// slow poll behind it; one listening connection serves every wait of the process.
     pub async fn wait<T: kiln_core::Task>(
         &self,

@@ -497,7 +497,7 @@ async fn cancel_trees(pool: &Pool, ids: &[Uuid]) -> Result<Canceled> {
     Ok(Canceled { found })
 }
 
-/// Cancels a run that has not finished, with its unfinished descendants (see [`cancel_trees`]
+/// Cancels a run that has not finished, with its unfinished descendants (see `cancel_trees`
 /// for what happens to a waiting and an executing run).
 pub async fn run_cancel(pool: &Pool, id: Uuid) -> Result<CancelOutcome> {
     let canceled = cancel_trees(pool, &[id]).await?;

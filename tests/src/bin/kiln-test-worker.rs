@@ -5,7 +5,7 @@
 //! address to serve metrics on). Runs until
 //! SIGTERM.
 //!
-//! With KILN_SIM_SCHEDULER=<name> it instead runs only the scheduler, on the simulated clock the
+//! With `KILN_SIM_SCHEDULER=<name>` it instead runs only the scheduler, on the simulated clock the
 //! test keeps in table `sim_clock`: one pass per new time, recorded in `sim_seen`, until the
 //! clock says done; then it prints how many ticks it fired (the exactly-once test races three).
 
