@@ -187,6 +187,9 @@ impl<P> BatchItem<P> {
     pub fn with_options(payload: P, options: TriggerOptions) -> Self {
         Self { payload, options }
     }
+
+    // Options chain on the item: `BatchItem::new(payload).concurrency_key("ws_1")`.
+    crate::__kiln_forward_trigger_options!();
 }
 
 /// Setters on a trigger builder (any struct with an `options: TriggerOptions` field) that forward

@@ -67,7 +67,111 @@
 //!   [`Context::batch_trigger_and_wait`]); while it waits it gives its concurrency slot back.
 //!
 //! Apps that only trigger runs can depend on `kiln` with `default-features = false`, which leaves
-//! out the worker runtime.
+//! out the worker runtime. docs/getting-started.md takes a new app from `cargo new` to a task
+//! running under a limit.
+//!
+//! ## By example
+//!
+//! **App state and worker settings.** A body reaches the app's pool or client through
+//! `ctx.state::<T>()`; a task that declares `state: T` refuses to start on a worker without it.
+//! Every setting has a builder method, checked by `build()`:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kiln::{task, Context, Result, Worker};
+//!
+//! #[derive(Clone)]
+//! struct App { provider_url: String }
+//!
+//! task! {
+//!     pub Ping {
+//!         id: "ping",
+//!         state: App,
+//!         run: async |ctx: Context, _payload: ()| -> Result<String> {
+//!             Ok(ctx.state::<App>().provider_url.clone())
+//!         }
+//!     }
+//! }
+//!
+//! # async fn demo() -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! Worker::builder()
+//!     .database_url("postgres://localhost/app")
+//!     .state(App { provider_url: "https://calendar.example".into() })
+//!     .register(Ping)
+//!     .concurrency(20)
+//!     .lease(Duration::from_secs(60))
+//!     .heartbeat_interval(Duration::from_secs(15))
+//!     .shutdown_grace(Duration::from_secs(120))
+//!     .run()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Limits, and waiting for a typed result.** `concurrency_limit` holds per concurrency key,
+//! `total_limit` across all keys of the queue; from outside a run, `trigger_and_wait` returns the
+//! typed output, or a [`WaitError`] saying how the run ended:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kiln::{task, Client, Context, Result, WaitError};
+//!
+//! task! {
+//!     pub Render {
+//!         id: "render",
+//!         queue: { name: "renders", concurrency_limit: 2, total_limit: 20 },
+//!         run: async |_ctx: Context, page: u32| -> Result<String> { Ok(format!("page {page}")) }
+//!     }
+//! }
+//!
+//! # async fn demo(client: Client) -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! let run = client.trigger::<Render>(7).concurrency_key("ws_1").await?;
+//! println!("queued {}", run.id);
+//! match client.trigger_and_wait::<Render>(8, Duration::from_secs(30)).await {
+//!     Ok(text) => println!("{text}"),
+//!     Err(WaitError::Timeout { run_id, .. }) => println!("{run_id} is still going"),
+//!     Err(other) => return Err(other.into()),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! **Schedules and fan-out.** A task with `cron` fires exactly once per tick and receives a
+//! [`ScheduleTick`]; a run fans out child runs and waits for their typed results, giving its
+//! concurrency slot back while it waits. Schedules can also be created at run time:
+//!
+//! ```no_run
+//! use kiln::{task, BatchItem, Client, Context, CreateSchedule, Result, ScheduleTick};
+//!
+//! task! {
+//!     pub SyncOne {
+//!         id: "sync-one",
+//!         queue: { concurrency_limit: 1 },
+//!         run: async |_ctx: Context, ws_id: String| -> Result<bool> { Ok(!ws_id.is_empty()) }
+//!     }
+//! }
+//!
+//! task! {
+//!     /// Every hour (Berlin time): one child run per workspace, one at a time per workspace.
+//!     pub SyncAll {
+//!         id: "sync-all",
+//!         cron: { pattern: "0 * * * *", timezone: "Europe/Berlin" },
+//!         run: async |ctx: Context, tick: ScheduleTick| -> Result<usize> {
+//!             let items = ["ws_1", "ws_2"]
+//!                 .map(|ws| BatchItem::new(ws.to_owned()).concurrency_key(ws))
+//!                 .to_vec();
+//!             let results = ctx.batch_trigger_and_wait::<SyncOne>(items).await?;
+//!             tracing::info!(tick = %tick.timestamp, late = tick.caught_up, "synced");
+//!             Ok(results.iter().filter(|r| matches!(r, Ok(true))).count())
+//!         }
+//!     }
+//! }
+//!
+//! # async fn demo(client: Client) -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! client
+//!     .schedules()
+//!     .create(CreateSchedule::new("sync-one", "*/15 9-17 * * MON-FRI").timezone("America/New_York"))
+//!     .await?;
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
 
