@@ -31,9 +31,24 @@ async fn builder_settings_are_checked_when_the_worker_is_built() {
         .shutdown_grace(Duration::from_secs(2))
         .cancel_grace(Duration::from_millis(500))
         .maintenance_interval(Duration::from_millis(300))
+        .cleaner_interval(Duration::from_secs(30))
+        .key_cleanup_interval(Duration::from_secs(120))
         .run_maintenance(false)
         .retention(None)
         .build()
         .await;
     assert!(built.is_ok(), "{:?}", built.err());
+
+    let refused = Worker::builder()
+        .pool(db.pool.clone())
+        .register(Echo)
+        .cleaner_interval(Duration::ZERO)
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("cleaner_interval") && refused.contains("run_maintenance(false)"),
+        "{refused}"
+    );
 }

@@ -65,9 +65,13 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Time a body gets after its token fired.
     pub cancel_grace: Duration,
-    /// Period of the maintenance services (scheduler, rescuer, delayed promoter, expirer, idle key
-    /// cleanup, cleaner).
+    /// Period of the frequent maintenance services: scheduler, rescuer, delayed promoter and
+    /// expirer.
     pub maintenance_interval: Duration,
+    /// Period of the cleaner, which deletes finished runs past their retention.
+    pub cleaner_interval: Duration,
+    /// Period of the cleanup of idle concurrency keys and long-gone workers.
+    pub key_cleanup_interval: Duration,
     /// Run the maintenance services in this process.
     pub run_maintenance: bool,
     /// Finished runs older than this are deleted with their attempts; `None` keeps them forever.
@@ -101,6 +105,8 @@ impl Default for WorkerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             cancel_grace: DEFAULT_CANCEL_GRACE,
             maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
+            cleaner_interval: crate::maintenance::DEFAULT_CLEANER_INTERVAL,
+            key_cleanup_interval: crate::maintenance::DEFAULT_KEY_CLEANUP_INTERVAL,
             run_maintenance: true,
             retention: Some(DEFAULT_RETENTION),
             migrate: true,
@@ -129,6 +135,18 @@ impl WorkerConfig {
         }
         if self.claim_batch == 0 || self.completion_batch == 0 {
             return Err("claim_batch and completion_batch must be at least 1".into());
+        }
+        for (name, every) in [
+            ("maintenance_interval", self.maintenance_interval),
+            ("cleaner_interval", self.cleaner_interval),
+            ("key_cleanup_interval", self.key_cleanup_interval),
+        ] {
+            if every < Duration::from_millis(10) {
+                return Err(format!(
+                    "{name} ({every:?}) must be at least 10 ms; to stop maintenance in this \
+                     process, use run_maintenance(false)"
+                ));
+            }
         }
         Ok(())
     }

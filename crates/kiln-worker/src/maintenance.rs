@@ -238,7 +238,8 @@ fn report(what: &str, result: Result<u64>) {
 }
 
 /// Runs the scheduler, rescuer, delayed promoter and expirer every maintenance interval, and the
-/// key cleanup and the cleaner (when a retention is set) every minute, until `cancel` fires.
+/// key cleanup and the cleaner (when a retention is set) at their own intervals (a minute by
+/// default), until `cancel` fires.
 pub(crate) async fn run_maintenance(
     pool: Pool,
     config: crate::WorkerConfig,
@@ -258,8 +259,8 @@ pub(crate) async fn run_maintenance(
         retention,
         batch: DEFAULT_CLEANER_BATCH,
     });
-    let mut keys_every = Every::new(DEFAULT_KEY_CLEANUP_INTERVAL);
-    let mut cleaner_every = Every::new(DEFAULT_CLEANER_INTERVAL);
+    let mut keys_every = Every::new(config.key_cleanup_interval);
+    let mut cleaner_every = Every::new(config.cleaner_interval);
     loop {
         // Spread the passes of many workers apart.
         let jitter = interval.mul_f64(fastrand::f64() * 0.5);

@@ -119,10 +119,23 @@ impl WorkerBuilder {
         self
     }
 
-    /// How often the maintenance services run: scheduler, rescuer, delayed promoter, expirer,
-    /// cleaner (default 1 s). [`WorkerBuilder::run_maintenance`] turns them off in this process.
+    /// How often the frequent maintenance services run: scheduler, rescuer, delayed promoter and
+    /// expirer (default 1 s). [`WorkerBuilder::run_maintenance`] turns all of them off in this
+    /// process.
     pub fn maintenance_interval(mut self, every: Duration) -> Self {
         self.config.maintenance_interval = every;
+        self
+    }
+
+    /// How often the cleaner deletes finished runs past their retention (default 1 min).
+    pub fn cleaner_interval(mut self, every: Duration) -> Self {
+        self.config.cleaner_interval = every;
+        self
+    }
+
+    /// How often idle concurrency keys and long-gone workers are forgotten (default 1 min).
+    pub fn key_cleanup_interval(mut self, every: Duration) -> Self {
+        self.config.key_cleanup_interval = every;
         self
     }
 
