@@ -31,6 +31,9 @@ pub(crate) enum BenchCommand {
     /// Fills a run history (1,000,000 runs by default) and times each dashboard page on it,
     /// unfiltered and with each filter.
     Dashboard(crate::bench_dashboard::DashboardArgs),
+    /// Per-key limits: the same runs unconstrained and spread over K keys under a limit of N per
+    /// key, and one claim timed at the full keyed backlog.
+    Keys(crate::bench_keys::KeysArgs),
 }
 
 #[derive(Debug, Args)]
@@ -102,10 +105,10 @@ pub(crate) struct LatencyArgs {
     json: bool,
 }
 
-static EXECUTED: AtomicU64 = AtomicU64::new(0);
-static ALL_EXECUTED: Notify = Notify::const_new();
-static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
-static LOG_LINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+pub(crate) static EXECUTED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static ALL_EXECUTED: Notify = Notify::const_new();
+pub(crate) static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
+pub(crate) static LOG_LINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 static LATENCIES: Mutex<Option<mpsc::UnboundedSender<f64>>> = Mutex::new(None);
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -161,13 +164,13 @@ task! {
 }
 
 /// A worker running in the benchmark's process until stopped.
-struct BenchWorker {
+pub(crate) struct BenchWorker {
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<std::result::Result<(), kiln::WorkerError>>,
 }
 
 impl BenchWorker {
-    fn start(worker: Worker) -> Self {
+    pub(crate) fn start(worker: Worker) -> Self {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move { worker.run_until(token).await });
@@ -175,7 +178,7 @@ impl BenchWorker {
     }
 
     /// Drains the worker and returns how it ended.
-    async fn stop(self) -> CliResult {
+    pub(crate) async fn stop(self) -> CliResult {
         self.shutdown.cancel();
         self.handle
             .await
@@ -191,6 +194,7 @@ pub(crate) async fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Fanout(args) => fanout(args).await,
         BenchCommand::Http(args) => crate::bench_http::http(args).await,
         BenchCommand::Dashboard(args) => crate::bench_dashboard::dashboard(args).await,
+        BenchCommand::Keys(args) => crate::bench_keys::keys(args).await,
     }
 }
 

@@ -10,6 +10,7 @@ mod api;
 mod bench;
 mod bench_dashboard;
 mod bench_http;
+mod bench_keys;
 mod dev;
 mod ops;
 mod schedules;

@@ -1,0 +1,221 @@
+//! `kiln bench keys`: what per-key limits cost. The same number of no-op runs is executed twice in
+//! one session, once in a queue without limits and once spread over K concurrency keys under a
+//! limit of N runs per key; and one claim of 500 runs is timed at the full keyed backlog (in a
+//! transaction rolled back, so it consumes nothing).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use clap::Args;
+use kiln::{task, Context, Result, Task, TriggerOptions, Worker};
+use kiln_store::queue::queue_set_limit_override;
+use kiln_store::run::{run_insert_many, run_purge_task, RunSpec};
+use kiln_store::task::task_register;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::bench::{
+    BenchNoop, BenchWorker, NoopPayload, ALL_EXECUTED, EXECUTED, LOG_LINES, TARGET,
+};
+use crate::ops::DbArgs;
+use crate::{table, CliResult, Failure};
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Concurrency keys the runs are spread over (up to 100,000).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u32,
+    /// Runs at once per key.
+    #[arg(long, default_value_t = 2)]
+    limit: i32,
+    /// Runs in each phase.
+    #[arg(long, default_value_t = 50_000)]
+    runs: u32,
+    /// Runs the worker executes at once.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+static KEYED_DONE: AtomicU64 = AtomicU64::new(0);
+static KEYED_TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
+static ALL_KEYED_DONE: Notify = Notify::const_new();
+
+task! {
+    /// Does nothing, in a queue whose per-key limit the benchmark sets.
+    pub(crate) BenchKeyed {
+        id: "kiln-bench-keyed",
+        queue: { concurrency_limit: 2 },
+        run: async |_ctx: Context, _payload: NoopPayload| -> Result<()> {
+            if KEYED_DONE.fetch_add(1, Ordering::AcqRel) + 1 == KEYED_TARGET.load(Ordering::Acquire) {
+                ALL_KEYED_DONE.notify_one();
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Inserts `runs` runs of `T` in statements of 50,000, each with the concurrency key `key(i)`.
+async fn insert<T: Task>(
+    pool: &PgPool,
+    runs: u32,
+    key: impl Fn(u32) -> Option<String>,
+) -> CliResult {
+    let mut start = 0;
+    while start < runs {
+        let end = (start + 50_000).min(runs);
+        let specs: Vec<RunSpec> = (start..end)
+            .map(|i| RunSpec {
+                payload: serde_json::json!({ "i": i }),
+                options: match key(i) {
+                    Some(k) => TriggerOptions::new().concurrency_key(k),
+                    None => TriggerOptions::new(),
+                },
+            })
+            .collect();
+        run_insert_many(pool, T::ID, Some(&T::DEFINITION), &specs, false)
+            .await
+            .map_err(Failure::new)?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// Times one claim of up to 500 runs at the current backlog, three times, each rolled back;
+/// returns the median in milliseconds and how many runs a claim took.
+async fn time_claim(pool: &PgPool, task_id: &str) -> std::result::Result<(f64, i64), Failure> {
+    let mut samples = Vec::new();
+    let mut claimed = 0;
+    for _ in 0..3 {
+        let mut tx = pool.begin().await.map_err(Failure::new)?;
+        let started = Instant::now();
+        claimed = sqlx::query_scalar(
+            "SELECT count(*) FROM kiln.claim_runs('kiln-bench-claim-probe', ARRAY[$1], 500, 30000)",
+        )
+        .bind(task_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(Failure::new)?;
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        tx.rollback().await.map_err(Failure::new)?;
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok((samples[1], claimed))
+}
+
+/// Runs a worker of `concurrency` on `task` until `done` reaches `target`; returns runs per
+/// second, counted until every completion was recorded (the worker drained).
+async fn execute<T: Task>(
+    pool: &PgPool,
+    task: T,
+    concurrency: usize,
+    target: u32,
+    done: &'static AtomicU64,
+    all_done: &'static Notify,
+) -> std::result::Result<f64, Failure> {
+    let worker = Worker::builder()
+        .pool(pool.clone())
+        .register(task)
+        .concurrency(concurrency)
+        .configure(|c| c.migrate = false)
+        .build()
+        .await
+        .map_err(Failure::new)?;
+    let started = Instant::now();
+    let running = BenchWorker::start(worker);
+    let finished = all_done.notified();
+    if done.load(Ordering::Acquire) < u64::from(target) {
+        finished.await;
+    }
+    running.stop().await?;
+    Ok(f64::from(target) / started.elapsed().as_secs_f64())
+}
+
+pub(crate) async fn keys(args: KeysArgs) -> CliResult {
+    if args.keys == 0 || args.runs == 0 || args.limit < 1 {
+        return Err(Failure::usage(
+            "--keys, --runs and --limit must be at least 1",
+        ));
+    }
+    let client = args.db.client_unchecked().await?;
+    client.migrate().await?;
+    let pool = client.pool().clone();
+    for task in [BenchNoop::ID, BenchKeyed::ID] {
+        run_purge_task(&pool, task).await.map_err(Failure::new)?;
+    }
+    task_register(&pool, &BenchNoop::DEFINITION, None)
+        .await
+        .map_err(Failure::new)?;
+    task_register(&pool, &BenchKeyed::DEFINITION, None)
+        .await
+        .map_err(Failure::new)?;
+    queue_set_limit_override(&pool, BenchKeyed::DEFINITION.queue_name(), Some(args.limit))
+        .await
+        .map_err(Failure::new)?;
+
+    // Unconstrained: the same runs in a queue without limits.
+    EXECUTED.store(0, Ordering::Release);
+    TARGET.store(u64::from(args.runs), Ordering::Release);
+    LOG_LINES.store(0, Ordering::Release);
+    insert::<BenchNoop>(&pool, args.runs, |_| None).await?;
+    let free_rate = execute(
+        &pool,
+        BenchNoop,
+        args.concurrency,
+        args.runs,
+        &EXECUTED,
+        &ALL_EXECUTED,
+    )
+    .await?;
+
+    // Keyed: spread over the keys, limited per key.
+    KEYED_DONE.store(0, Ordering::Release);
+    KEYED_TARGET.store(u64::from(args.runs), Ordering::Release);
+    let keys = args.keys;
+    insert::<BenchKeyed>(&pool, args.runs, |i| Some(format!("k{}", i % keys))).await?;
+    sqlx::query("VACUUM ANALYZE kiln.ready")
+        .execute(&pool)
+        .await
+        .map_err(Failure::new)?;
+    let (claim_ms, claimed) = time_claim(&pool, BenchKeyed::ID).await?;
+    let keyed_rate = execute(
+        &pool,
+        BenchKeyed,
+        args.concurrency,
+        args.runs,
+        &KEYED_DONE,
+        &ALL_KEYED_DONE,
+    )
+    .await?;
+    let waiting_keys = args.keys.min(args.runs);
+
+    if args.json {
+        table::json(&serde_json::json!({
+            "runs": args.runs, "keys": args.keys, "limit": args.limit,
+            "concurrency": args.concurrency,
+            "unconstrained_runs_per_s": free_rate.round(),
+            "keyed_runs_per_s": keyed_rate.round(),
+            "keyed_share": (keyed_rate / free_rate * 100.0).round() / 100.0,
+            "claim_ms_at_backlog": (claim_ms * 10.0).round() / 10.0,
+            "claimed_by_that_claim": claimed, "waiting_keys": waiting_keys,
+        }));
+    } else {
+        println!(
+            "kiln keys={} limit={} runs={} concurrency={}",
+            args.keys, args.limit, args.runs, args.concurrency
+        );
+        println!("unconstrained: {free_rate:.0} runs/s");
+        println!(
+            "keyed: {keyed_rate:.0} runs/s ({:.2} of unconstrained)",
+            keyed_rate / free_rate
+        );
+        println!(
+            "one claim at the full backlog ({waiting_keys} keys waiting): {claim_ms:.1} ms for {claimed} runs"
+        );
+    }
+    Ok(())
+}
