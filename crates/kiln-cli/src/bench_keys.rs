@@ -36,6 +36,9 @@ pub(crate) struct KeysArgs {
     /// Runs the worker executes at once.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
+    /// Time the claim only: skip executing the keyed runs (at 100,000 keys that takes long).
+    #[arg(long)]
+    claim_only: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -158,19 +161,11 @@ pub(crate) async fn keys(args: KeysArgs) -> CliResult {
         .map_err(Failure::new)?;
 
     // Unconstrained: the same runs in a queue without limits.
-    EXECUTED.store(0, Ordering::Release);
-    TARGET.store(u64::from(args.runs), Ordering::Release);
-    LOG_LINES.store(0, Ordering::Release);
-    insert::<BenchNoop>(&pool, args.runs, |_| None).await?;
-    let free_rate = execute(
-        &pool,
-        BenchNoop,
-        args.concurrency,
-        args.runs,
-        &EXECUTED,
-        &ALL_EXECUTED,
-    )
-    .await?;
+    let free_rate = if args.claim_only {
+        None
+    } else {
+        Some(unconstrained(&pool, &args).await?)
+    };
 
     // Keyed: spread over the keys, limited per key.
     KEYED_DONE.store(0, Ordering::Release);
@@ -182,24 +177,33 @@ pub(crate) async fn keys(args: KeysArgs) -> CliResult {
         .await
         .map_err(Failure::new)?;
     let (claim_ms, claimed) = time_claim(&pool, BenchKeyed::ID).await?;
-    let keyed_rate = execute(
-        &pool,
-        BenchKeyed,
-        args.concurrency,
-        args.runs,
-        &KEYED_DONE,
-        &ALL_KEYED_DONE,
-    )
-    .await?;
+    let keyed_rate = match free_rate {
+        None => None,
+        Some(_) => Some(
+            execute(
+                &pool,
+                BenchKeyed,
+                args.concurrency,
+                args.runs,
+                &KEYED_DONE,
+                &ALL_KEYED_DONE,
+            )
+            .await?,
+        ),
+    };
     let waiting_keys = args.keys.min(args.runs);
+    let share = match (keyed_rate, free_rate) {
+        (Some(k), Some(f)) => Some((k / f * 100.0).round() / 100.0),
+        _ => None,
+    };
 
     if args.json {
         table::json(&serde_json::json!({
             "runs": args.runs, "keys": args.keys, "limit": args.limit,
             "concurrency": args.concurrency,
-            "unconstrained_runs_per_s": free_rate.round(),
-            "keyed_runs_per_s": keyed_rate.round(),
-            "keyed_share": (keyed_rate / free_rate * 100.0).round() / 100.0,
+            "unconstrained_runs_per_s": free_rate.map(f64::round),
+            "keyed_runs_per_s": keyed_rate.map(f64::round),
+            "keyed_share": share,
             "claim_ms_at_backlog": (claim_ms * 10.0).round() / 10.0,
             "claimed_by_that_claim": claimed, "waiting_keys": waiting_keys,
         }));
@@ -208,14 +212,30 @@ pub(crate) async fn keys(args: KeysArgs) -> CliResult {
             "kiln keys={} limit={} runs={} concurrency={}",
             args.keys, args.limit, args.runs, args.concurrency
         );
-        println!("unconstrained: {free_rate:.0} runs/s");
-        println!(
-            "keyed: {keyed_rate:.0} runs/s ({:.2} of unconstrained)",
-            keyed_rate / free_rate
-        );
+        if let (Some(free), Some(keyed), Some(share)) = (free_rate, keyed_rate, share) {
+            println!("unconstrained: {free:.0} runs/s");
+            println!("keyed: {keyed:.0} runs/s ({share:.2} of unconstrained)");
+        }
         println!(
             "one claim at the full backlog ({waiting_keys} keys waiting): {claim_ms:.1} ms for {claimed} runs"
         );
     }
     Ok(())
+}
+
+/// The unconstrained phase: `args.runs` no-op runs in a queue without limits.
+async fn unconstrained(pool: &PgPool, args: &KeysArgs) -> std::result::Result<f64, Failure> {
+    EXECUTED.store(0, Ordering::Release);
+    TARGET.store(u64::from(args.runs), Ordering::Release);
+    LOG_LINES.store(0, Ordering::Release);
+    insert::<BenchNoop>(pool, args.runs, |_| None).await?;
+    execute(
+        pool,
+        BenchNoop,
+        args.concurrency,
+        args.runs,
+        &EXECUTED,
+        &ALL_EXECUTED,
+    )
+    .await
 }
