@@ -238,6 +238,17 @@ async fn bad_patterns_timezones_and_tasks_are_refused_and_nothing_is_stored() {
         .await
         .is_err());
     assert_eq!(schedules.retrieve(good.id).await.unwrap().cron, "0 * * * *");
+    // Nor can an update point the schedule at a task no worker registered (its runs would wait
+    // forever).
+    let error = schedules
+        .update(good.id, UpdateSchedule::default().task_id("no-such-task"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::UnregisteredTask { .. }),
+        "{error}"
+    );
+    assert_eq!(schedules.retrieve(good.id).await.unwrap().task_id, "ticker");
     assert_eq!(schedules.list(None).await.unwrap().len(), before + 1);
 }
 
