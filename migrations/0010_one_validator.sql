@@ -13,7 +13,7 @@
 -- internal form the Rust client sends and is not meant to be called by hand.
 
 -- The limits, one row. Change them with UPDATE kiln.limits SET ...; every trigger reads them, and
--- workers read max_output_bytes when they start.
+-- every completion statement reads max_output_bytes.
 CREATE TABLE kiln.limits (
     id boolean PRIMARY KEY DEFAULT true CHECK (id),
     -- A payload or metadata, as stored jsonb.
@@ -71,12 +71,14 @@ BEGIN
             RAISE EXCEPTION 'trigger option "%": must not be negative, got %', p_option, p_value
                 USING ERRCODE = 'KL400', HINT = 'Pass a number of seconds of 0 or more, or a duration such as "30s".';
         END IF;
-        total := round((p_value::text)::numeric * 1000);
+        -- Capped before scaling (the limit check refuses it by name): a number of any size
+        -- must not overflow here.
+        total := round(least((p_value::text)::numeric, 1e15) * 1000);
     ELSE
         t := p_value #>> '{}';
         IF jsonb_typeof(p_value) = 'string' AND t ~ '^\s*(\d+\s*(ms|s|m|h|d|w)\s*)+$' THEN
             FOR part IN SELECT regexp_matches(t, '(\d+)\s*(ms|s|m|h|d|w)', 'g') LOOP
-                total := total + part[1]::numeric * CASE part[2]
+                total := total + least(part[1]::numeric, 1e15) * CASE part[2]
                     WHEN 'ms' THEN 1 WHEN 's' THEN 1000 WHEN 'm' THEN 60000 WHEN 'h' THEN 3600000
                     WHEN 'd' THEN 86400000 ELSE 604800000 END;
             END LOOP;
@@ -111,6 +113,9 @@ BEGIN
         RAISE EXCEPTION 'trigger options must be a JSON object, got %', left(coalesce(o::text, 'NULL'), 100)
             USING ERRCODE = 'KL400', HINT = 'Pass e.g. ''{"concurrency_key": "ws_1", "delay": "5m"}''.';
     END IF;
+    -- An option given as null is left out, as if it were not given.
+    o := (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}'::jsonb)
+            FROM jsonb_each(o) e WHERE jsonb_typeof(e.value) <> 'null');
     FOR k IN SELECT jsonb_object_keys(o) LOOP
         IF k NOT IN ('concurrency_key', 'idempotency_key', 'idempotency_key_ttl', 'delay', 'ttl',
                      'priority', 'tags', 'metadata', 'max_attempts', 'max_duration', 'queue') THEN
@@ -154,7 +159,8 @@ $$;
 -- Each spec is an object in the internal form: payload, concurrency_key, idempotency_key,
 -- idempotency_key_ttl_ms, delay_ms or delay_until, ttl_ms, priority_s, tags, metadata,
 -- max_attempts, max_duration_ms, queue, parent_run_id, replay_of. A run's root is its parent's
--- root (or the parent), read here, never taken from the caller. p_definition is the caller's
+-- root (or the parent), read here, never taken from the caller (a `root_run_id` sent by clients
+-- built before this is accepted and ignored). p_definition is the caller's
 -- compiled task definition (typed clients); without it the registered definition is used. A task
 -- that no worker has registered is refused (KL404) unless p_allow_unregistered. Returns, per spec
 -- (1-based idx), the run id and whether it was an existing run found by its live idempotency key.
@@ -182,6 +188,14 @@ BEGIN
             USING ERRCODE = 'KL400', HINT = 'Pass the id a task declares, e.g. ''schedule-task''.';
     END IF;
     SELECT * INTO l FROM kiln.limits;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'kiln.limits has no row, so no trigger can be checked'
+            USING ERRCODE = 'KL400', HINT = 'Restore it: INSERT INTO kiln.limits DEFAULT VALUES;';
+    END IF;
+    IF array_ndims(p_specs) > 1 THEN
+        RAISE EXCEPTION 'runs are a one-dimensional array of JSON objects, got % dimensions', array_ndims(p_specs)
+            USING ERRCODE = 'KL400';
+    END IF;
     SELECT jsonb_build_object('queue', t.queue, 'max_attempts', t.max_attempts, 'retry', t.retry,
                               'max_duration_ms', t.max_duration_ms, 'ttl_ms', t.ttl_ms,
                               'priority_s', t.priority_s)
@@ -204,9 +218,9 @@ BEGIN
         -- in any order; the worker that serves the task rewrites it when it starts. Until then
         -- the task is listed as served by no worker, with its waiting runs.
         INSERT INTO kiln.tasks (id, queue, max_attempts, retry, max_duration_ms, ttl_ms, priority_s)
-        VALUES (p_task_id, d->>'queue', (d->>'max_attempts')::int, d->'retry',
-                nullif((d->>'max_duration_ms')::bigint, 0), nullif((d->>'ttl_ms')::bigint, 0),
-                coalesce((d->>'priority_s')::int, 0))
+        VALUES (p_task_id, d->>'queue', (d->>'max_attempts')::numeric::int, d->'retry',
+                nullif((d->>'max_duration_ms')::numeric::bigint, 0), nullif((d->>'ttl_ms')::numeric::bigint, 0),
+                coalesce((d->>'priority_s')::numeric::int, 0))
         ON CONFLICT (id) DO NOTHING;
     END IF;
 
@@ -220,11 +234,12 @@ BEGIN
           WHEN s.v - ARRAY['payload', 'concurrency_key', 'idempotency_key', 'idempotency_key_ttl_ms',
                            'delay_ms', 'delay_until', 'ttl_ms', 'priority_s', 'tags', 'metadata',
                            'max_attempts', 'max_duration_ms', 'queue', 'parent_run_id',
-                           'replay_of'] <> '{}'::jsonb THEN
+                           'replay_of', 'root_run_id'] <> '{}'::jsonb THEN
               format('KL400unknown option "%s" (kiln.trigger_runs takes the internal form; SQL callers use kiln.trigger)',
                      left((SELECT k FROM jsonb_object_keys(s.v - ARRAY['payload', 'concurrency_key', 'idempotency_key',
                            'idempotency_key_ttl_ms', 'delay_ms', 'delay_until', 'ttl_ms', 'priority_s', 'tags',
-                           'metadata', 'max_attempts', 'max_duration_ms', 'queue', 'parent_run_id', 'replay_of']) k
+                           'metadata', 'max_attempts', 'max_duration_ms', 'queue', 'parent_run_id', 'replay_of',
+                           'root_run_id']) k
                            ORDER BY k LIMIT 1), 100))
           WHEN pg_column_size(s.v->'payload') > l.max_payload_bytes THEN
               format('KL413payload is %s bytes, over the limit of %s bytes: store large data elsewhere and pass a reference',
@@ -273,6 +288,11 @@ BEGIN
                                         OR kiln.try_timestamptz(s.v->>'delay_until') IS NULL) THEN
               format('KL400delay (until) must be a timestamp such as "2026-11-21T10:00:00Z", got %s',
                      left((s.v->'delay_until')::text, 100))
+          WHEN s.v ? 'delay_until' AND kiln.try_timestamptz(s.v->>'delay_until')
+                   NOT BETWEEN p_now - l.max_duration_ms * interval '1 millisecond'
+                           AND p_now + l.max_duration_ms * interval '1 millisecond' THEN
+              format('KL400delay (until) must be within %s days of now, got %s',
+                     l.max_duration_ms / 86400000, left((s.v->'delay_until')::text, 100))
           WHEN s.v ? 'delay_until' AND s.v ? 'delay_ms' THEN
               'KL400give a delay as a duration or as a timestamp, not both'
           WHEN s.v ? 'queue' AND (jsonb_typeof(s.v->'queue') <> 'string' OR NOT kiln.valid_name(s.v->>'queue')) THEN
@@ -289,7 +309,7 @@ BEGIN
      ORDER BY s.ord
      LIMIT 1;
     IF bad IS NOT NULL THEN
-        IF array_length(p_specs, 1) > 1 THEN
+        IF cardinality(p_specs) > 1 THEN
             item := format('batch item %s: ', bad.ord - 1);
         END IF;
         RAISE EXCEPTION 'cannot trigger task "%": %', p_task_id, item || bad.problem
@@ -304,7 +324,7 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM kiln.queues q WHERE q.name = s.v->>'queue')
      ORDER BY s.ord LIMIT 1;
     IF bad IS NOT NULL THEN
-        IF array_length(p_specs, 1) > 1 THEN
+        IF cardinality(p_specs) > 1 THEN
             item := format('batch item %s: ', bad.ord - 1);
         END IF;
         RAISE EXCEPTION 'cannot trigger task "%": %queue "%" does not exist', p_task_id, item, bad.queue
@@ -317,7 +337,7 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM kiln.runs r WHERE r.id = (s.v->>'parent_run_id')::uuid)
      ORDER BY s.ord LIMIT 1;
     IF bad IS NOT NULL THEN
-        IF array_length(p_specs, 1) > 1 THEN
+        IF cardinality(p_specs) > 1 THEN
             item := format('batch item %s: ', bad.ord - 1);
         END IF;
         RAISE EXCEPTION 'cannot trigger task "%": %parent run % does not exist', p_task_id, item, bad.parent
@@ -334,16 +354,16 @@ BEGIN
            AND r.idempotency_expires_at <= p_now;
     END IF;
 
-    ids := ARRAY(SELECT kiln.uuid_v7() FROM generate_series(1, coalesce(array_length(p_specs, 1), 0)));
+    ids := ARRAY(SELECT kiln.uuid_v7() FROM generate_series(1, cardinality(p_specs)));
 
     WITH spec AS (
         SELECT s.new_id, s.v,
                coalesce(s.v->>'queue', d->>'queue') AS queue,
                s.v->>'concurrency_key' AS concurrency_key,
                coalesce((s.v->>'delay_until')::timestamptz,
-                        p_now + coalesce((s.v->>'delay_ms')::bigint, 0) * interval '1 millisecond') AS available_at,
-               coalesce((s.v->>'ttl_ms')::bigint, (d->>'ttl_ms')::bigint) AS ttl_ms,
-               coalesce((s.v->>'priority_s')::int, (d->>'priority_s')::int, 0) AS priority_s,
+                        p_now + coalesce((s.v->>'delay_ms')::numeric::bigint, 0) * interval '1 millisecond') AS available_at,
+               coalesce((s.v->>'ttl_ms')::numeric::bigint, (d->>'ttl_ms')::numeric::bigint) AS ttl_ms,
+               coalesce((s.v->>'priority_s')::numeric::int, (d->>'priority_s')::numeric::int, 0) AS priority_s,
                CASE WHEN s.v ? 'parent_run_id' THEN
                    (SELECT coalesce(r.root_run_id, r.id) FROM kiln.runs r WHERE r.id = (s.v->>'parent_run_id')::uuid)
                END AS root_run_id
@@ -358,15 +378,15 @@ BEGIN
         SELECT s.new_id, p_task_id, s.queue, s.concurrency_key,
                CASE WHEN s.available_at > p_now THEN 'delayed' ELSE 'queued' END::kiln.run_status,
                coalesce(s.v->'payload', 'null'::jsonb),
-               coalesce((s.v->>'max_attempts')::int, (d->>'max_attempts')::int),
+               coalesce((s.v->>'max_attempts')::numeric::int, (d->>'max_attempts')::numeric::int),
                d->'retry',
-               coalesce((s.v->>'max_duration_ms')::bigint, (d->>'max_duration_ms')::bigint),
+               coalesce((s.v->>'max_duration_ms')::numeric::bigint, (d->>'max_duration_ms')::numeric::bigint),
                s.priority_s,
                coalesce(ARRAY(SELECT jsonb_array_elements_text(s.v->'tags')), '{}'),
                coalesce(s.v->'metadata', '{}'::jsonb),
                s.v->>'idempotency_key',
                CASE WHEN s.v ? 'idempotency_key' THEN
-                   p_now + coalesce((s.v->>'idempotency_key_ttl_ms')::bigint, 2592000000) * interval '1 millisecond'
+                   p_now + coalesce((s.v->>'idempotency_key_ttl_ms')::numeric::bigint, 2592000000) * interval '1 millisecond'
                END,
                (s.v->>'parent_run_id')::uuid,
                s.root_run_id,
@@ -418,10 +438,17 @@ CREATE OR REPLACE FUNCTION kiln.trigger(p_task_id text, p_payload jsonb, p_optio
 RETURNS uuid
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF p_options IS NULL OR jsonb_typeof(p_options) = 'null' THEN
+        p_options := '{}';
+    END IF;
+    IF jsonb_typeof(p_options) <> 'object' THEN
+        RAISE EXCEPTION 'trigger options must be a JSON object, got %', left(p_options::text, 100)
+            USING ERRCODE = 'KL400', HINT = 'Pass e.g. ''{"concurrency_key": "ws_1", "delay": "5m"}''.';
+    END IF;
     RETURN (SELECT t.run_id FROM kiln.trigger_batch(
                 p_task_id,
                 jsonb_build_array(jsonb_build_object('payload', coalesce(p_payload, 'null'::jsonb),
-                                                     'options', coalesce(p_options, '{}'::jsonb) - 'allow_unregistered')),
+                                                     'options', p_options - 'allow_unregistered')),
                 jsonb_strip_nulls(jsonb_build_object('allow_unregistered', p_options->'allow_unregistered'))) t);
 END
 $$;
@@ -447,8 +474,11 @@ BEGIN
                 left(coalesce(p_items::text, 'NULL'), 100)
             USING ERRCODE = 'KL400';
     END IF;
-    IF jsonb_typeof(coalesce(p_options, '{}'::jsonb)) <> 'object'
-       OR coalesce(p_options, '{}'::jsonb) - 'allow_unregistered' <> '{}'::jsonb THEN
+    IF jsonb_typeof(coalesce(p_options, '{}'::jsonb)) <> 'object' THEN
+        RAISE EXCEPTION 'batch options must be a JSON object, got %', left(p_options::text, 100)
+            USING ERRCODE = 'KL400', HINT = 'Pass ''{"allow_unregistered": true}'' or leave them out.';
+    END IF;
+    IF coalesce(p_options, '{}'::jsonb) - 'allow_unregistered' <> '{}'::jsonb THEN
         RAISE EXCEPTION 'batch options take only allow_unregistered, got %', left(p_options::text, 100)
             USING ERRCODE = 'KL400', HINT = 'Put run options in each item''s "options".';
     END IF;

@@ -152,8 +152,9 @@ ALTER FUNCTION kiln.runs_by(text, text, text, text, integer) SECURITY DEFINER SE
 
 -- No function of Kiln's is callable by every role: only the owner (the role that migrates and
 -- runs workers) and the roles granted below.
+-- The migration runner repeats this REVOKE after every migration, so functions added later are
+-- closed too.
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA kiln FROM PUBLIC;
-ALTER DEFAULT PRIVILEGES IN SCHEMA kiln REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 
 -- Grants kiln_app what it may use in this database. Run by the migration when the role exists,
 -- and by an administrator after creating the role by hand (see below).

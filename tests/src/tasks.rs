@@ -172,7 +172,8 @@ task! {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnstorablePayload {
     /// `"output"`: the body returns an output holding `\u0000`; `"error"`: its error message
-    /// holds one; anything else: a clean output.
+    /// holds one; `"big-error"`: its error message is 4,000 characters; anything else: a clean
+    /// output.
     pub nul_in: String,
 }
 
@@ -185,6 +186,7 @@ task! {
             match payload.nul_in.as_str() {
                 "output" => Ok("before\u{0}after".to_owned()),
                 "error" => Err(Error::abort("provider said \u{0} and hung up")),
+                "big-error" => Err(Error::abort(format!("provider said {}", "x".repeat(4000)))),
                 _ => Ok("clean".to_owned()),
             }
         }

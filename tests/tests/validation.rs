@@ -163,15 +163,12 @@ async fn sql_triggers_refuse_every_probe_by_name_and_store_nothing() {
     let (code, message) = sql_error(
         &db,
         "SELECT * FROM kiln.trigger_runs('echo', ARRAY[$1::jsonb, $2::jsonb])",
-        &[
-            r#"{"payload": {}}"#,
-            r#"{"payload": {}, "root_run_id": "x"}"#,
-        ],
+        &[r#"{"payload": {}}"#, r#"{"payload": {}, "parent": "x"}"#],
     )
     .await;
     assert_eq!(code, "KL400");
     assert!(
-        message.contains("batch item 1: unknown option \"root_run_id\""),
+        message.contains("batch item 1: unknown option \"parent\""),
         "{message}"
     );
     // A batch names the refused item (0-based).
@@ -189,6 +186,78 @@ async fn sql_triggers_refuse_every_probe_by_name_and_store_nothing() {
         before,
         "refused triggers changed nothing"
     );
+
+    // Inputs that used to escape as raw Postgres errors (casts, overflows, out-of-range dates).
+    for (options, needle) in [
+        ("5", "must be a JSON object"),
+        (r#""{\"delay\": \"5m\"}""#, "must be a JSON object"),
+        (r#"{"delay": 1e400}"#, "delay must be from 0 to 3650 days"),
+        (r#"{"ttl": 1e131071}"#, "ttl must be from 0 to 3650 days"),
+        (
+            r#"{"delay": "294276-12-31T00:00:00Z"}"#,
+            "must be within 3650 days of now",
+        ),
+        (
+            r#"{"delay": "infinity"}"#,
+            "must be within 3650 days of now",
+        ),
+        (
+            r#"{"delay": "-infinity"}"#,
+            "must be within 3650 days of now",
+        ),
+        (
+            r#"{"delay": "2900-01-01T00:00:00Z"}"#,
+            "must be within 3650 days of now",
+        ),
+    ] {
+        let (code, message) = sql_error(
+            &db,
+            "SELECT kiln.trigger('echo', '{\"ws_id\": \"x\"}', $1::jsonb)",
+            &[options],
+        )
+        .await;
+        assert_eq!(code, "KL400", "{options}: {message}");
+        assert!(message.contains(needle), "{options}: {message}");
+    }
+    let (code, message) = sql_error(
+        &db,
+        "SELECT * FROM kiln.trigger_runs('echo', ARRAY[ARRAY['{}'::jsonb, '{}'::jsonb], ARRAY['{}'::jsonb, '{}'::jsonb]])",
+        &[],
+    )
+    .await;
+    assert_eq!(code, "KL400", "{message}");
+    assert!(message.contains("one-dimensional"), "{message}");
+    assert_eq!(
+        snapshot(&db).await,
+        before,
+        "refused triggers changed nothing"
+    );
+
+    // Whole numbers written as 3.0, null options and JSON null are read as meant.
+    for options in [
+        r#"{"max_attempts": 3.0}"#,
+        r#"{"ttl": null, "delay": null}"#,
+        "null",
+    ] {
+        sqlx::query("SELECT kiln.trigger('echo', '{\"ws_id\": \"x\"}', $1::jsonb)")
+            .bind(options)
+            .execute(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{options}: {e}"));
+    }
+    // Without its row, kiln.limits checks nothing: triggers are refused until it is restored.
+    sqlx::query("DELETE FROM kiln.limits")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (code, message) = sql_error(
+        &db,
+        "SELECT kiln.trigger('echo', '{\"ws_id\": \"x\"}')",
+        &[],
+    )
+    .await;
+    assert_eq!(code, "KL400");
+    assert!(message.contains("kiln.limits has no row"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,6 +405,25 @@ async fn an_output_over_its_limit_fails_the_run_instead_of_wedging_the_worker() 
         error.message
     );
     wait_for_status(&client, small.id, RunStatus::Completed).await;
+    // An error over the limit too: its replacement keeps only the start of the message, so it
+    // fits, and the run ends after one attempt (it is not left to the rescuer and run again).
+    let big_error = client
+        .trigger::<kiln_tests::tasks::Unstorable>(kiln_tests::tasks::UnstorablePayload {
+            nul_in: "big-error".into(),
+        })
+        .await
+        .unwrap();
+    let failed = wait_for_status(&client, big_error.id, RunStatus::Failed).await;
+    let error = failed.error.expect("an error");
+    assert_eq!(error.kind, ErrorKind::Unstorable);
+    assert!(
+        error
+            .message
+            .contains("error could not be stored: error is"),
+        "{}",
+        error.message
+    );
+    assert_eq!(failed.attempts, 1);
     worker.stop().await;
 }
 
@@ -416,7 +504,7 @@ async fn rust_and_sql_agree_on_names_durations_and_defaults() {
         assert_eq!(defaults[field], expected[field], "default {field}");
     }
     let idempotency_ttl_ms: i64 = sqlx::query_scalar(
-        "SELECT (regexp_match(prosrc, 'idempotency_key_ttl_ms''\\)::bigint, (\\d+)\\)'))[1]::bigint
+        "SELECT (regexp_match(prosrc, 'idempotency_key_ttl_ms''\\)::numeric::bigint, (\\d+)\\)'))[1]::bigint
            FROM pg_proc WHERE proname = 'trigger_runs'",
     )
     .fetch_one(&db.pool)

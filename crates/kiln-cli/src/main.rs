@@ -153,7 +153,26 @@ fn main() -> ExitCode {
     // With --json anywhere, a failure is also printed as JSON on standard output, where the
     // command's answer would have been: {"error": {"code": "not_found", "message": "..."}}.
     let json_errors = std::env::args().any(|arg| arg == "--json");
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A usage error (a bad --payload, a malformed id) is a failure like any other.
+        Err(error) if json_errors && error.use_stderr() => {
+            let message = error.render().to_string();
+            let first = message.lines().next().unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "error": {
+                        "code": kiln::ErrorCode::InvalidRequest.as_str(),
+                        "message": first.trim_start_matches("error: "),
+                    }
+                })
+            );
+            eprint!("{message}");
+            return ExitCode::from(2);
+        }
+        Err(error) => error.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

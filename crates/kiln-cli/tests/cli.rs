@@ -580,6 +580,24 @@ async fn bad_input_and_a_missing_database_get_errors_a_newcomer_can_act_on() {
     );
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("cannot read \"/no/such/file.json\""));
+    // Usage errors too are JSON with --json.
+    let missing = kiln(
+        &url,
+        &[
+            "trigger",
+            "echo",
+            "--payload",
+            "@/no/such/file.json",
+            "--json",
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    let error: serde_json::Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(error["error"]["code"], "invalid_request");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot read \"/no/such/file.json\""));
 
     // Bad options are refused by the one validator, named, exit 2, JSON with --json.
     let refused = kiln(

@@ -204,12 +204,24 @@ impl CronSchedule {
         at: DateTime<Utc>,
         since: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
-        let last = self
+        // croner's backward search finds the neighbourhood fast, however long ago; near a
+        // daylight saving change its answer can be off, so the ticks are walked forward from a
+        // little before it with `next_after`, the one rule for what a tick is.
+        let near = self
             .cron
             .find_previous_occurrence(&at.trunc_subsecs(0).with_timezone(&self.timezone), true)
             .ok()?
             .with_timezone(&Utc);
-        (last > since && last <= at).then_some(last)
+        let mut cursor = near.min(at) - AROUND_A_CHANGE;
+        let mut last = None;
+        while let Some(next) = self.next_after(cursor) {
+            if next > at {
+                break;
+            }
+            last = Some(next);
+            cursor = next;
+        }
+        last.filter(|t| *t > since)
     }
 }
 
@@ -537,6 +549,23 @@ mod tests {
         );
         assert_eq!(spring.len(), 23);
         assert!(spring.windows(2).all(|w| w[1] - w[0] == Duration::hours(1)));
+    }
+
+    #[test]
+    fn the_latest_tick_agrees_with_next_after_across_changes() {
+        // Spring forward in New York: 02:30 fires at 03:00 EDT (07:00Z) on 8 March.
+        let s = CronSchedule::parse("30 2 * * *", Some("America/New_York")).unwrap();
+        assert_eq!(
+            s.last_at_or_before(utc("2026-03-08T09:00:00Z"), utc("2026-03-01T00:00:00Z")),
+            Some(utc("2026-03-08T07:00:00Z"))
+        );
+        // Fall back: inside the repeated hour, the newest tick of an interval job is the one
+        // that just passed in the second occurrence.
+        let s = CronSchedule::parse("*/30 1 * * *", Some("America/New_York")).unwrap();
+        assert_eq!(
+            s.last_at_or_before(utc("2026-11-01T06:40:00Z"), utc("2026-10-01T00:00:00Z")),
+            Some(utc("2026-11-01T06:30:00Z")) // 01:30 EST
+        );
     }
 
     #[test]

@@ -283,7 +283,7 @@ pub async fn lease_complete_many(
              SELECT e.* FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[],
                                     $6::jsonb[], $7::timestamptz[], $8::bool[])
                  AS e(run_id, attempt, outcome, final_status, output, error, retry_at, released),
-                 (SELECT max_output_bytes AS max FROM kiln.limits) lim
+                 (SELECT coalesce((SELECT max_output_bytes FROM kiln.limits), 4194304) AS max) lim
               -- An outcome over the limit is refused (KL413) before anything is written.
               WHERE (pg_column_size(e.output) IS NULL OR pg_column_size(e.output) <= lim.max
                      OR kiln.refuse_outcome('output', pg_column_size(e.output), lim.max))

@@ -76,6 +76,9 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).
+const SQL_SURFACE_VERSION: i32 = 11;
+
 /// Advisory lock key that serializes migrations ("kiln" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x6b69_6c6e;
 
@@ -168,6 +171,14 @@ async fn apply_pending(conn: &mut sqlx::PgConnection) -> Result<Vec<i32>> {
         .execute(&mut *tx)
         .await
         .map_err(db("recording a migration"))?;
+        if m.version >= SQL_SURFACE_VERSION {
+            // No function of Kiln's is callable by every role; kiln_app gets its own grants
+            // (docs/sql.md). Repeated after each migration, so that new functions are closed too.
+            sqlx::query("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA kiln FROM PUBLIC")
+                .execute(&mut *tx)
+                .await
+                .map_err(db("closing Kiln's functions to PUBLIC"))?;
+        }
         tx.commit().await.map_err(db("committing a migration"))?;
         newly.push(m.version);
     }

@@ -655,7 +655,8 @@ pub async fn run_reschedule(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<
         // takes them.
         "WITH queued AS MATERIALIZED (SELECT run_id FROM kiln.ready WHERE run_id = $1 FOR UPDATE),
          target AS MATERIALIZED (
-             SELECT r.id, r.status, r.attempts, r.available_at, r.expires_at FROM kiln.runs r
+             SELECT r.id, r.status, r.attempts, r.released_attempts, r.available_at, r.expires_at
+               FROM kiln.runs r
               WHERE r.id = $1 AND (SELECT count(*) FROM queued) >= 0
                 FOR UPDATE OF r),
          moved AS (
@@ -665,9 +666,10 @@ pub async fn run_reschedule(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<
                     expires_at = $2 + (t.expires_at - t.available_at),
                     delayed = $2 > now()
                FROM target t
-              -- Only a run that has not started: a queued run with attempts is waiting for its
-              -- retry, and its ttl no longer applies.
-              WHERE rd.run_id = t.id AND t.status IN ('delayed', 'queued') AND t.attempts = 0
+              -- Only a run that has not started (attempts handed back unfinished do not count): a
+              -- queued run with a counted attempt is waiting for its retry.
+              WHERE rd.run_id = t.id AND t.status IN ('delayed', 'queued')
+                AND t.attempts = t.released_attempts
              RETURNING rd.run_id, rd.queue),
          updated AS (
              UPDATE kiln.runs r

@@ -90,6 +90,10 @@ async fn store_until_reachable(pool: &Pool, ends: &[AttemptEnd]) -> Result<(), S
     }
 }
 
+/// Characters of the refused attempt's own error kept in its replacement (`kiln.limits` allows an
+/// output limit down to 1,024 bytes; the whole replacement stays under it).
+const REPLACEMENT_ERROR_CHARS: usize = 200;
+
 /// The failure recorded instead of an outcome the database refused: final, not retried (the same
 /// body would produce the same outcome), and made only of text the database can store.
 fn storable_failure(end: &AttemptEnd, refused: &StoreError) -> AttemptEnd {
@@ -100,11 +104,16 @@ fn storable_failure(end: &AttemptEnd, refused: &StoreError) -> AttemptEnd {
     };
     let mut message = format!("{what} could not be stored: {}", refused.database_message());
     if let Some(error) = &end.error {
-        message.push_str(&format!(
-            "; the attempt's error was: {}",
-            error.message.replace('\0', "\u{FFFD}")
-        ));
+        // Cut short, so that the replacement always fits under the smallest output limit.
+        let original: String = error
+            .message
+            .replace('\0', "\u{FFFD}")
+            .chars()
+            .take(REPLACEMENT_ERROR_CHARS)
+            .collect();
+        message.push_str(&format!("; the attempt's error was: {original}"));
     }
+    message = message.chars().take(2 * REPLACEMENT_ERROR_CHARS).collect();
     message.retain(|c| c != '\0');
     AttemptEnd {
         run_id: end.run_id,
