@@ -331,3 +331,31 @@ async fn without_createrole_the_migration_prints_the_sql_instead_of_failing() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_a_current_schema_runs_no_ddl() {
+    use std::str::FromStr;
+    let db = TestDb::new().await;
+    // A role that may read which migrations ran but create nothing: on a current schema,
+    // migrating must need no more than that (no CREATE ... IF NOT EXISTS, and so no notices).
+    let role = format!("kiln_reader_probe_{}", Uuid::now_v7().simple());
+    sqlx::raw_sql(&format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT USAGE ON SCHEMA kiln TO {role};
+         GRANT SELECT ON kiln.schema_migrations TO {role};"
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let options = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+        .unwrap()
+        .username(&role);
+    let pool = sqlx::PgPool::connect_with(options).await.unwrap();
+    let applied = kiln_store::migrate(&pool).await;
+    pool.close().await;
+    sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied.unwrap(), Vec::<i32>::new());
+}
