@@ -170,6 +170,12 @@
 //!     .schedules()
 //!     .create(CreateSchedule::new("sync-one", "*/15 9-17 * * MON-FRI").timezone("America/New_York"))
 //!     .await?;
+//!
+//! // The time types come re-exported (kiln::chrono, kiln::chrono_tz, kiln::uuid): no versions
+//! // to match by hand.
+//! let berlin = kiln::CronSchedule::parse("30 2 * * *", Some("Europe/Berlin"))?;
+//! let next: kiln::chrono::DateTime<kiln::chrono::Utc> = berlin.next_after(kiln::chrono::Utc::now()).unwrap();
+//! println!("next at {}", next.with_timezone(&kiln::chrono_tz::Europe::Berlin));
 //! # Ok(()) }
 //! ```
 
