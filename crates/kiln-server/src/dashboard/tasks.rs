@@ -2,8 +2,6 @@
 //! live worker serves it) and a task's page with **Test**: a payload editor pre-filled from the
 //! task's last run, options, and a trigger that opens the new run.
 
-use std::collections::HashSet;
-
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,22 +15,11 @@ use super::session::Session;
 use super::{checked_form, error_page, field};
 use crate::ApiError;
 
-/// The task ids some alive worker registered.
-async fn served(session: &Session) -> Result<HashSet<String>, ApiError> {
-    let workers = session.client.workers().list(false).await?;
-    Ok(workers.into_iter().flat_map(|w| w.tasks).collect())
-}
-
 /// `GET /tasks`.
 pub(super) async fn list(session: Session) -> Response {
-    let result = async {
-        let tasks = session.client.tasks().list().await?;
-        let served = served(&session).await?;
-        Ok::<_, ApiError>((tasks, served))
-    };
-    let (tasks, served) = match result.await {
-        Ok(found) => found,
-        Err(error) => return error_page(error),
+    let tasks = match session.client.tasks().list().await {
+        Ok(tasks) => tasks,
+        Err(error) => return error_page(error.into()),
     };
     let now = Utc::now();
     let body = html! {
@@ -57,7 +44,7 @@ pub(super) async fn list(session: Session) -> Response {
                             td { (task.max_attempts) }
                             td { (task.max_duration_ms.map_or("none".to_owned(), |ms| duration(chrono::Duration::milliseconds(ms)))) }
                             td { @if let Some(cron) = &task.cron { code { (cron) } " " span class="muted" { (task.timezone.as_deref().unwrap_or("UTC")) } } }
-                            td { (served_badge(served.contains(&task.id))) }
+                            td { (served_badge(task.served)) }
                             td { (when(task.last_seen_at, now)) }
                         }
                     }
@@ -73,7 +60,7 @@ fn served_badge(served: bool) -> Markup {
         @if served {
             span class="status status-active" { "worker alive" }
         } @else {
-            span class="status status-stopped" title="No alive worker registered this task: its runs wait until one starts" { "no worker" }
+            span class="status status-stopped" title="No running worker registers this task: its runs wait until one starts" { "no worker" }
         }
     }
 }
@@ -82,7 +69,6 @@ fn served_badge(served: bool) -> Markup {
 pub(super) async fn detail(session: Session, Path(task_id): Path<String>) -> Response {
     let result = async {
         let task = session.client.tasks().retrieve(&task_id).await?;
-        let served = served(&session).await?.contains(&task.id);
         let last = session
             .client
             .runs()
@@ -95,9 +81,9 @@ pub(super) async fn detail(session: Session, Path(task_id): Path<String>) -> Res
             .runs
             .into_iter()
             .next();
-        Ok::<_, ApiError>((task, served, last))
+        Ok::<_, ApiError>((task, last))
     };
-    let (task, served, last) = match result.await {
+    let (task, last) = match result.await {
         Ok(found) => found,
         Err(error) => return error_page(error),
     };
@@ -107,7 +93,7 @@ pub(super) async fn detail(session: Session, Path(task_id): Path<String>) -> Res
         .unwrap_or_else(|| "{}".to_owned());
     let body = html! {
         p class="crumbs" { a href="/tasks" { "Tasks" } " / " (task.id) }
-        h1 { (task.id) " " (served_badge(served)) }
+        h1 { (task.id) " " (served_badge(task.served)) }
         @if let Some(description) = &task.description { p { (description) } }
         (definition(&task))
         h2 { "Test" }
