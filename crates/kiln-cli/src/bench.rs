@@ -105,10 +105,37 @@ pub(crate) struct LatencyArgs {
     json: bool,
 }
 
-pub(crate) static EXECUTED: AtomicU64 = AtomicU64::new(0);
-pub(crate) static ALL_EXECUTED: Notify = Notify::const_new();
-pub(crate) static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
+static EXECUTED: AtomicU64 = AtomicU64::new(0);
+static ALL_EXECUTED: Notify = Notify::const_new();
+static TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
 pub(crate) static LOG_LINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Counts one body that ran toward the current phase's target (benchmark bodies call it).
+pub(crate) fn count_executed() {
+    if EXECUTED.fetch_add(1, Ordering::AcqRel) + 1 == TARGET.load(Ordering::Acquire) {
+        ALL_EXECUTED.notify_one();
+    }
+}
+
+/// Runs `worker` until `target` bodies counted with [`count_executed`] ran, then drains it.
+/// Returns the time until the bodies were done and the time until every completion was
+/// recorded (the worker stopped).
+pub(crate) async fn execute_all(
+    worker: Worker,
+    target: u32,
+) -> std::result::Result<(Duration, Duration), Failure> {
+    EXECUTED.store(0, Ordering::Release);
+    TARGET.store(u64::from(target), Ordering::Release);
+    let started = Instant::now();
+    let running = BenchWorker::start(worker);
+    let executed = ALL_EXECUTED.notified();
+    if EXECUTED.load(Ordering::Acquire) < u64::from(target) {
+        executed.await;
+    }
+    let bodies = started.elapsed();
+    running.stop().await?;
+    Ok((bodies, started.elapsed()))
+}
 static LATENCIES: Mutex<Option<mpsc::UnboundedSender<f64>>> = Mutex::new(None);
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,9 +155,7 @@ task! {
             if lines > 0 {
                 tracing::info!(run = payload.i, "done");
             }
-            if EXECUTED.fetch_add(1, Ordering::AcqRel) + 1 == TARGET.load(Ordering::Acquire) {
-                ALL_EXECUTED.notify_one();
-            }
+            count_executed();
             Ok(())
         }
     }
@@ -211,8 +236,6 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
     task_register(&pool, &BenchNoop::DEFINITION, None)
         .await
         .map_err(Failure::new)?;
-    EXECUTED.store(0, Ordering::Release);
-    TARGET.store(u64::from(args.runs), Ordering::Release);
     LOG_LINES.store(args.log_lines, Ordering::Release);
     let deadlocks_before = stats_deadlocks(&pool).await.map_err(Failure::new)?;
 
@@ -242,15 +265,7 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
         .build()
         .await
         .map_err(Failure::new)?;
-    let started = Instant::now();
-    let running = BenchWorker::start(worker);
-    let executed = ALL_EXECUTED.notified();
-    if EXECUTED.load(Ordering::Acquire) < u64::from(args.runs) {
-        executed.await;
-    }
-    let bodies = started.elapsed();
-    running.stop().await?;
-    let execute = started.elapsed();
+    let (bodies, execute) = execute_all(worker, args.runs).await?;
 
     let counts = run_status_counts(&pool, Some(BenchNoop::ID))
         .await

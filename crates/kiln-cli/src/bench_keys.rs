@@ -3,7 +3,7 @@
 //! limit of N runs per key; and one claim of 500 runs is timed at the full keyed backlog (in a
 //! transaction rolled back, so it consumes nothing).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use clap::Args;
@@ -12,11 +12,8 @@ use kiln_store::queue::queue_set_limit_override;
 use kiln_store::run::{run_insert_many, run_purge_task, RunSpec};
 use kiln_store::task::task_register;
 use sqlx::PgPool;
-use tokio::sync::Notify;
 
-use crate::bench::{
-    BenchNoop, BenchWorker, NoopPayload, ALL_EXECUTED, EXECUTED, LOG_LINES, TARGET,
-};
+use crate::bench::{count_executed, execute_all, BenchNoop, NoopPayload, LOG_LINES};
 use crate::ops::DbArgs;
 use crate::{table, CliResult, Failure};
 
@@ -44,19 +41,13 @@ pub(crate) struct KeysArgs {
     json: bool,
 }
 
-static KEYED_DONE: AtomicU64 = AtomicU64::new(0);
-static KEYED_TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
-static ALL_KEYED_DONE: Notify = Notify::const_new();
-
 task! {
     /// Does nothing, in a queue whose per-key limit the benchmark sets.
     pub(crate) BenchKeyed {
         id: "kiln-bench-keyed",
         queue: { concurrency_limit: 2 },
         run: async |_ctx: Context, _payload: NoopPayload| -> Result<()> {
-            if KEYED_DONE.fetch_add(1, Ordering::AcqRel) + 1 == KEYED_TARGET.load(Ordering::Acquire) {
-                ALL_KEYED_DONE.notify_one();
-            }
+            count_executed();
             Ok(())
         }
     }
@@ -110,15 +101,13 @@ async fn time_claim(pool: &PgPool, task_id: &str) -> std::result::Result<(f64, i
     Ok((samples[1], claimed))
 }
 
-/// Runs a worker of `concurrency` on `task` until `done` reaches `target`; returns runs per
-/// second, counted until every completion was recorded (the worker drained).
+/// Runs a worker of `concurrency` on `task` until `target` bodies ran; returns runs per second,
+/// counted until every completion was recorded (the worker drained).
 async fn execute<T: Task>(
     pool: &PgPool,
     task: T,
     concurrency: usize,
     target: u32,
-    done: &'static AtomicU64,
-    all_done: &'static Notify,
 ) -> std::result::Result<f64, Failure> {
     let worker = Worker::builder()
         .pool(pool.clone())
@@ -128,14 +117,8 @@ async fn execute<T: Task>(
         .build()
         .await
         .map_err(Failure::new)?;
-    let started = Instant::now();
-    let running = BenchWorker::start(worker);
-    let finished = all_done.notified();
-    if done.load(Ordering::Acquire) < u64::from(target) {
-        finished.await;
-    }
-    running.stop().await?;
-    Ok(f64::from(target) / started.elapsed().as_secs_f64())
+    let (_, all_recorded) = execute_all(worker, target).await?;
+    Ok(f64::from(target) / all_recorded.as_secs_f64())
 }
 
 pub(crate) async fn keys(args: KeysArgs) -> CliResult {
@@ -168,8 +151,6 @@ pub(crate) async fn keys(args: KeysArgs) -> CliResult {
     };
 
     // Keyed: spread over the keys, limited per key.
-    KEYED_DONE.store(0, Ordering::Release);
-    KEYED_TARGET.store(u64::from(args.runs), Ordering::Release);
     let keys = args.keys;
     insert::<BenchKeyed>(&pool, args.runs, |i| Some(format!("k{}", i % keys))).await?;
     sqlx::query("VACUUM ANALYZE kiln.ready")
@@ -179,17 +160,7 @@ pub(crate) async fn keys(args: KeysArgs) -> CliResult {
     let (claim_ms, claimed) = time_claim(&pool, BenchKeyed::ID).await?;
     let keyed_rate = match free_rate {
         None => None,
-        Some(_) => Some(
-            execute(
-                &pool,
-                BenchKeyed,
-                args.concurrency,
-                args.runs,
-                &KEYED_DONE,
-                &ALL_KEYED_DONE,
-            )
-            .await?,
-        ),
+        Some(_) => Some(execute(&pool, BenchKeyed, args.concurrency, args.runs).await?),
     };
     let waiting_keys = args.keys.min(args.runs);
     let share = match (keyed_rate, free_rate) {
@@ -225,17 +196,7 @@ pub(crate) async fn keys(args: KeysArgs) -> CliResult {
 
 /// The unconstrained phase: `args.runs` no-op runs in a queue without limits.
 async fn unconstrained(pool: &PgPool, args: &KeysArgs) -> std::result::Result<f64, Failure> {
-    EXECUTED.store(0, Ordering::Release);
-    TARGET.store(u64::from(args.runs), Ordering::Release);
     LOG_LINES.store(0, Ordering::Release);
     insert::<BenchNoop>(pool, args.runs, |_| None).await?;
-    execute(
-        pool,
-        BenchNoop,
-        args.concurrency,
-        args.runs,
-        &EXECUTED,
-        &ALL_EXECUTED,
-    )
-    .await
+    execute(pool, BenchNoop, args.concurrency, args.runs).await
 }

@@ -124,10 +124,7 @@ impl CronSchedule {
                 if fields == 1 { "" } else { "s" }
             )));
         }
-        let cron = croner::parser::CronParser::builder()
-            .seconds(croner::parser::Seconds::Disallowed)
-            .year(croner::parser::Year::Disallowed)
-            .build()
+        let cron = parser()
             .parse(trimmed)
             .map_err(|e| fail(describe(trimmed, &e)))?;
         let schedule = Self {
@@ -235,6 +232,14 @@ fn lowercase_first(text: &str) -> String {
     }
 }
 
+/// croner's parser for Kiln's patterns: five fields, no seconds, no year.
+fn parser() -> croner::parser::CronParser {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+}
+
 /// The fields of a pattern, with what each allows.
 const FIELDS: [(&str, &str); 5] = [
     ("minute", "0-59"),
@@ -259,10 +264,7 @@ fn describe(pattern: &str, error: &croner::errors::CronError) -> String {
     if parts.len() != FIELDS.len() {
         return said;
     }
-    let parser = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Disallowed)
-        .year(croner::parser::Year::Disallowed)
-        .build();
+    let parser = parser();
     for (i, (name, allowed)) in FIELDS.iter().enumerate() {
         let alone: Vec<&str> = (0..FIELDS.len())
             .map(|j| if j == i { parts[j] } else { "*" })
