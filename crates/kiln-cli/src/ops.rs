@@ -590,11 +590,11 @@ pub(crate) async fn tasks(command: TasksCommand) -> CliResult {
     let TasksCommand::List { db, json } = command;
     let client = db.client().await?;
     let tasks = client.tasks().list().await?;
-    let unregistered = client.tasks().unregistered_waiting().await?;
     if json {
         table::json(&tasks);
         return Ok(());
     }
+    let unregistered = client.tasks().unregistered_waiting().await?;
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
