@@ -629,20 +629,29 @@ pub(crate) async fn tasks(command: TasksCommand) -> CliResult {
         .collect();
     for task in stuck {
         println!(
-            "\nwarning: {} runs of {} are waiting and no running worker registers this task: start one that does",
-            task.waiting,
+            "\nwarning: {} of {} waiting, and no running worker registers this task: start one that does",
+            runs_are(task.waiting),
             table::clean(&task.id)
         );
     }
     for task in &unregistered {
         println!(
-            "\nwarning: {} runs of {} (a task id no worker ever registered) are waiting since {}: start a worker that registers it, or cancel them",
-            task.waiting,
+            "\nwarning: {} of {} (a task id no worker ever registered) waiting since {}: start a worker that registers it, or cancel them",
+            runs_are(task.waiting),
             table::clean(&task.task_id),
             task.oldest_available_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
     }
     Ok(())
+}
+
+/// "1 run is" or "N runs are".
+fn runs_are(n: i64) -> String {
+    if n == 1 {
+        "1 run is".to_owned()
+    } else {
+        format!("{n} runs are")
+    }
 }
 
 #[derive(Debug, Args)]
