@@ -628,16 +628,16 @@ pub(crate) async fn tasks(command: TasksCommand) -> CliResult {
         .filter(|t| !t.served && t.waiting > 0)
         .collect();
     for task in stuck {
+        let (runs, are) = runs_are(task.waiting);
         println!(
-            "\nwarning: {} of {} waiting, and no running worker registers this task: start one that does",
-            runs_are(task.waiting),
+            "\nwarning: {runs} of {} {are} waiting, and no running worker registers this task: start one that does",
             table::clean(&task.id)
         );
     }
     for task in &unregistered {
+        let (runs, are) = runs_are(task.waiting);
         println!(
-            "\nwarning: {} of {} (a task id no worker ever registered) waiting since {}: start a worker that registers it, or cancel them",
-            runs_are(task.waiting),
+            "\nwarning: {runs} of {} (a task id no worker ever registered) {are} waiting since {}: start a worker that registers it, or cancel them",
             table::clean(&task.task_id),
             task.oldest_available_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
@@ -645,12 +645,12 @@ pub(crate) async fn tasks(command: TasksCommand) -> CliResult {
     Ok(())
 }
 
-/// "1 run is" or "N runs are".
-fn runs_are(n: i64) -> String {
+/// "1 run ... is" or "N runs ... are": the count and its verb.
+fn runs_are(n: i64) -> (String, &'static str) {
     if n == 1 {
-        "1 run is".to_owned()
+        ("1 run".to_owned(), "is")
     } else {
-        format!("{n} runs are")
+        (format!("{n} runs"), "are")
     }
 }
 
