@@ -329,17 +329,22 @@ async fn kills_a_freeze_and_a_postgres_restart_lose_nothing_and_never_exceed_the
     )
     .await;
 
-    // The observed limit: a body ends when it recorded its end; a killed worker's bodies when
-    // it was killed; a body whose end could not be written while Postgres restarted, when
-    // Postgres came back (its slot is freed only once its outcome is recorded, after that). A
-    // frozen process runs nothing: its bodies count until the freeze, and must stop at once when
-    // it resumes (asserted below).
+    // The observed limit: a body ends when it recorded its end; else when its worker recorded
+    // the attempt's outcome (a body whose end could not be written while Postgres restarted);
+    // else, for a killed worker's bodies, when it was killed; else when Postgres came back (its
+    // slot is freed only once its outcome is recorded, after that). An attempt recorded as
+    // crashed was ended by the rescuer, not by its body, so it bounds nothing. A frozen process
+    // runs nothing: its bodies count until the freeze, and must stop at once when it resumes
+    // (asserted below).
     let ends = "SELECT p.key, p.worker, p.started_at AS s,
                        CASE WHEN p.worker = $1 AND p.started_at < $2
                                  AND coalesce(p.finished_at, 'infinity') > $2 THEN $2
-                            ELSE coalesce(p.finished_at, k.at, greatest($4, p.started_at)) END AS e,
+                            ELSE coalesce(p.finished_at, a.finished_at, k.at,
+                                          greatest($4, p.started_at)) END AS e,
                        p.finished_at
                   FROM probe_intervals p LEFT JOIN chaos_kills k ON k.worker = p.worker
+                  LEFT JOIN kiln.attempts a
+                         ON a.run_id = p.run_id AND a.number = p.attempt AND a.status <> 'crashed'
                  WHERE p.queue = 'keyed-probe' AND $3::timestamptz IS NOT NULL";
     let unexplained: i64 = sqlx::query_scalar(&format!(
         "SELECT count(*) FROM ({ends}) b LEFT JOIN chaos_kills k ON k.worker = b.worker
@@ -367,6 +372,36 @@ async fn kills_a_freeze_and_a_postgres_restart_lose_nothing_and_never_exceed_the
     .fetch_one(&pool)
     .await
     .unwrap();
+    if observed_max > LIMIT_PER_KEY {
+        // Name the bodies that overlapped, with their attempts' records, to tell why.
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!(
+                "WITH b AS ({ends}),
+                      ev AS (SELECT key, s AS t, 1 AS d FROM b UNION ALL SELECT key, e, -1 FROM b),
+                      worst AS (SELECT key, t FROM (
+                          SELECT key, t, sum(d) OVER (PARTITION BY key ORDER BY t, d
+                                                      ROWS UNBOUNDED PRECEDING) AS running
+                            FROM ev) x WHERE running > {LIMIT_PER_KEY} LIMIT 1)
+                 SELECT concat_ws(' ', p.key, p.worker, p.run_id, p.attempt, p.started_at,
+                        coalesce(p.finished_at::text, 'unfinished'), 'attempt:',
+                        (SELECT a.status || ' ' || a.started_at::text || '..' || a.finished_at::text
+                           FROM kiln.attempts a
+                          WHERE a.run_id = p.run_id AND a.number = p.attempt))
+                   FROM probe_intervals p JOIN worst w ON w.key = p.key
+                  WHERE p.started_at <= w.t AND coalesce(p.finished_at, 'infinity') >= w.t - interval '1 s'
+                  ORDER BY p.started_at"
+            ))
+            .bind(&frozen)
+            .bind(stopped_at)
+            .bind(continued_at)
+            .bind(up_at)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        for row in rows {
+            eprintln!("overlap: {row}");
+        }
+    }
     let frozen_tail_ms: f64 = sqlx::query_scalar(
         "SELECT coalesce(max(extract(epoch FROM finished_at - $3) * 1000), 0)::float8
            FROM probe_intervals

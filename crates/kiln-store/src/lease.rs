@@ -41,6 +41,8 @@ pub struct ClaimedRun {
     pub root_run_id: Option<Uuid>,
     /// When it was triggered.
     pub created_at: DateTime<Utc>,
+    /// When this attempt could first start: the end of its delay, or of its retry backoff.
+    pub available_at: DateTime<Utc>,
 }
 
 /// What one claim returned.
@@ -67,6 +69,7 @@ type ClaimTuple = (
     Option<Uuid>,
     Option<Uuid>,
     Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
 );
 
 /// Claims up to `max` runs of `task_ids` for `worker_id`, leased for `lease`, honouring paused
@@ -81,7 +84,8 @@ pub async fn lease_claim(
 ) -> Result<Claim> {
     let rows: Vec<ClaimTuple> = sqlx::query_as(
         "SELECT run_id, task_id, queue, concurrency_key, attempt, counted_attempt, max_attempts,
-                retry, max_duration_ms, payload, metadata, parent_run_id, root_run_id, created_at
+                retry, max_duration_ms, payload, metadata, parent_run_id, root_run_id, created_at,
+                available_at
            FROM kiln.claim_runs($1, $2, $3, $4, coalesce($5, now()))",
     )
     .bind(worker_id)
@@ -116,6 +120,7 @@ pub async fn lease_claim(
             parent_run_id: row.11,
             root_run_id: row.12,
             created_at: row.13.unwrap_or_else(Utc::now),
+            available_at: row.14.or(row.13).unwrap_or_else(Utc::now),
         });
     }
     Ok(claim)

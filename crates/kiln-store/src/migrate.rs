@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sql_surface",
         sql: include_str!("../../../migrations/0011_sql_surface.sql"),
     },
+    Migration {
+        version: 12,
+        name: "key_scheduler",
+        sql: include_str!("../../../migrations/0012_key_scheduler.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).

@@ -141,16 +141,21 @@ pub async fn queue_set_limit_override(pool: &Pool, name: &str, limit: Option<i32
     Ok(())
 }
 
-/// Drops the "last served" bookkeeping of keys not served since `idle_before` that have nothing
-/// waiting or running. Returns how many were dropped.
+/// Drops the rows of keys not served since `idle_before` that have nothing waiting or running
+/// (neither waiting nor parked in the key scheduler). Rows a claim holds are skipped. Returns how
+/// many were dropped.
 pub async fn queue_key_drop_idle(pool: &Pool, idle_before: DateTime<Utc>) -> Result<u64> {
     let dropped = sqlx::query(
         "DELETE FROM kiln.queue_keys k
-          WHERE coalesce(k.last_served_at, k.created_at) < $1
-            AND NOT EXISTS (SELECT 1 FROM kiln.ready r
-                             WHERE r.queue = k.queue AND r.concurrency_key = k.concurrency_key)
-            AND NOT EXISTS (SELECT 1 FROM kiln.leases l
-                             WHERE l.queue = k.queue AND l.concurrency_key = k.concurrency_key)",
+          WHERE (k.queue, k.concurrency_key) IN (
+                SELECT i.queue, i.concurrency_key FROM kiln.queue_keys i
+                 WHERE coalesce(i.last_served_at, i.created_at) < $1
+                   AND NOT i.waiting AND i.next_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM kiln.ready r
+                                    WHERE r.queue = i.queue AND r.concurrency_key = i.concurrency_key)
+                   AND NOT EXISTS (SELECT 1 FROM kiln.leases l
+                                    WHERE l.queue = i.queue AND l.concurrency_key = i.concurrency_key)
+                   FOR UPDATE SKIP LOCKED)",
     )
     .bind(idle_before)
     .execute(pool)
@@ -158,6 +163,16 @@ pub async fn queue_key_drop_idle(pool: &Pool, idle_before: DateTime<Utc>) -> Res
     .map_err(db("dropping idle queue keys"))?
     .rows_affected();
     Ok(dropped)
+}
+
+/// Drops the key wakeups of queues without a per-key limit, which no claim reads (see
+/// `kiln.prune_key_wakeups`). Returns how many were dropped.
+pub async fn queue_prune_key_wakeups(pool: &Pool) -> Result<u64> {
+    let dropped: i32 = sqlx::query_scalar("SELECT kiln.prune_key_wakeups()")
+        .fetch_one(pool)
+        .await
+        .map_err(db("dropping unread key wakeups"))?;
+    Ok(dropped as u64)
 }
 
 /// The `limit` concurrency keys of `queue` with the most runs executing or ready to start,

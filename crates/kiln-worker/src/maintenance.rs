@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kiln_core::{AttemptOutcome, Clock, ErrorKind, ErrorRecord, RunStatus};
 use kiln_store::lease::{lease_complete_many, lease_list_expired, AttemptEnd};
-use kiln_store::queue::queue_key_drop_idle;
+use kiln_store::queue::{queue_key_drop_idle, queue_prune_key_wakeups};
 use kiln_store::ready::{ready_expire, ready_promote_delayed};
 use kiln_store::run::run_delete_finished_before;
 use kiln_store::schedule::{schedule_fire_due, schedule_tick_delete_before, FiredTick};
@@ -125,6 +125,12 @@ impl DelayedPromoter {
     /// One pass; returns how many runs were promoted.
     pub async fn promote_due_runs(&self, pool: &Pool) -> Result<u64> {
         ready_promote_delayed(pool, self.batch, None).await
+    }
+
+    /// Drops the key wakeups that no claim reads (those of queues without a per-key limit);
+    /// returns how many.
+    pub async fn prune_key_wakeups(&self, pool: &Pool) -> Result<u64> {
+        queue_prune_key_wakeups(pool).await
     }
 }
 
@@ -283,6 +289,10 @@ pub(crate) async fn run_maintenance(
             "delayed runs became queued",
             promoter.promote_due_runs(&pool).await,
         );
+        // Routine bookkeeping (one wakeup per trigger statement): logged only when it fails.
+        if let Err(error) = promoter.prune_key_wakeups(&pool).await {
+            tracing::warn!(%error, "maintenance failed: dropping unread key wakeups");
+        }
         report(
             "expired runs whose ttl ran out before they started",
             expirer.expire_runs(&pool).await,

@@ -606,9 +606,10 @@ struct AttemptLabels {
 }
 
 impl AttemptLabels {
-    /// Records the run's wait before this attempt.
+    /// Records the run's wait before this attempt: from when it could start (its delay or retry
+    /// backoff over) to now.
     fn of(run: &ClaimedRun) -> Self {
-        let waited = (chrono::Utc::now() - run.created_at)
+        let waited = (chrono::Utc::now() - run.available_at)
             .to_std()
             .unwrap_or_default();
         metrics::histogram!(kiln_client::metrics::QUEUE_WAIT, "queue" => run.queue.clone())

@@ -1,0 +1,526 @@
+//! The key scheduler (migration 0012): a claim of a queue with a per-key limit locks the keys it
+//! serves, so several claimers take disjoint keys without a queue lock. These tests drive
+//! `kiln.claim_runs` directly from several claimers at once, with completions, retries, stalls and
+//! rescues, and check the per-key limit from the leases table and from the observed intervals;
+//! and they check that no run is left behind by the scheduler's bookkeeping (parked keys, keys a
+//! claim found empty while a trigger was committing, a limit given to a queue that had none).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use kiln::worker::Rescuer;
+use kiln::{AttemptOutcome, RunStatus};
+use kiln_store::lease::{lease_claim, lease_complete_many, lease_heartbeat, AttemptEnd};
+use kiln_tests::TestDb;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const TASK: &str = "key-scheduler-probe";
+const LIMIT: i64 = 3;
+const KEYS: usize = 12;
+const LEASE: Duration = Duration::from_millis(700);
+
+async fn pool(db: &TestDb, connections: u32) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&db.url)
+        .await
+        .expect("connect")
+}
+
+/// Triggers `n` runs over the keys `k0..k{KEYS}`, some delayed by up to 300 ms.
+async fn trigger_runs(pool: &PgPool, n: i32, key_prefix: &str) -> Vec<Uuid> {
+    sqlx::query_scalar(
+        "SELECT kiln.trigger($1, '{}'::jsonb,
+                             jsonb_build_object('allow_unregistered', true,
+                                                'concurrency_key', $3 || (i % $4),
+                                                'max_attempts', 1000,
+                                                'delay', CASE WHEN i % 5 = 0
+                                                              THEN ((i * 37) % 300) || 'ms' END))
+           FROM generate_series(1, $2) i",
+    )
+    .bind(TASK)
+    .bind(n)
+    .bind(key_prefix)
+    .bind(KEYS as i32)
+    .fetch_all(pool)
+    .await
+    .expect("trigger runs")
+}
+
+/// One attempt as its claimer saw it: from the claim's answer to just before its completion was
+/// sent. Kept only when the completion was accepted, so it lies inside the lease's own interval.
+#[derive(Clone, Copy)]
+struct Observed {
+    start: Instant,
+    end: Instant,
+}
+
+/// A run a claimer holds: its attempt, key, when the claim answered, and when its "body" ends.
+struct Held {
+    attempt: u32,
+    key: String,
+    start: Instant,
+    until: Instant,
+}
+
+#[derive(Default)]
+struct Tally {
+    claims: AtomicU64,
+    claimed: AtomicU64,
+    completed: AtomicU64,
+    retried: AtomicU64,
+    fenced: AtomicU64,
+    rescued: AtomicU64,
+    samples: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A claimer: claims a random number of runs, holds each for a random 10–80 ms, completes most
+/// and retries some (a few ms later). A stalling claimer stops beating and completing for 1.5 s
+/// of every 2.5 s (longer than its lease), so the rescuer takes its runs and its late completions
+/// are refused.
+#[allow(clippy::too_many_arguments)]
+async fn claimer(
+    id: String,
+    pool: PgPool,
+    stalls: bool,
+    stop: CancellationToken,
+    tally: Arc<Tally>,
+    observed: Arc<Mutex<HashMap<String, Vec<Observed>>>>,
+) {
+    let tasks = vec![TASK.to_owned()];
+    let held: Arc<Mutex<HashMap<Uuid, Held>>> = Arc::default();
+    let started = Instant::now();
+    let stalled = move || stalls && started.elapsed().as_millis() % 2_500 >= 1_000;
+    let beat = {
+        let (pool, held, stop, id) = (pool.clone(), Arc::clone(&held), stop.clone(), id.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if stalled() {
+                    continue;
+                }
+                let runs: Vec<(Uuid, u32)> = held
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(run, held)| (*run, held.attempt))
+                    .collect();
+                if !runs.is_empty() {
+                    let _ = lease_heartbeat(&pool, &id, &runs, LEASE).await;
+                }
+            }
+        })
+    };
+    while !stop.is_cancelled() {
+        if stalled() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let want = fastrand::u32(1..=20);
+        match lease_claim(&pool, &id, &tasks, want, LEASE, None).await {
+            Ok(claim) => {
+                tally.claims.fetch_add(1, Ordering::Relaxed);
+                tally
+                    .claimed
+                    .fetch_add(claim.runs.len() as u64, Ordering::Relaxed);
+                let now = Instant::now();
+                let mut held = held.lock().unwrap();
+                for run in claim.runs {
+                    let until = now + Duration::from_millis(fastrand::u64(10..=80));
+                    let key = run.concurrency_key.unwrap_or_default();
+                    held.insert(
+                        run.run_id,
+                        Held {
+                            attempt: run.attempt,
+                            key,
+                            start: now,
+                            until,
+                        },
+                    );
+                }
+            }
+            Err(error) => {
+                eprintln!("{id}: claim failed: {error}");
+                tally.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=5))).await;
+        let now = Instant::now();
+        let due: Vec<(Uuid, u32, String, Instant)> = held
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, held)| held.until <= now)
+            .map(|(run, held)| (*run, held.attempt, held.key.clone(), held.start))
+            .collect();
+        if due.is_empty() || stalled() {
+            continue;
+        }
+        let ends: Vec<AttemptEnd> = due
+            .iter()
+            .map(|(run_id, attempt, ..)| {
+                let retry = fastrand::u8(..8) == 0;
+                AttemptEnd {
+                    run_id: *run_id,
+                    attempt: *attempt,
+                    outcome: if retry {
+                        AttemptOutcome::Failed
+                    } else {
+                        AttemptOutcome::Completed
+                    },
+                    retry_at: retry.then(|| {
+                        Utc::now() + chrono::Duration::milliseconds(fastrand::i64(0..=40))
+                    }),
+                    final_status: RunStatus::Completed,
+                    output: Some(serde_json::json!({ "ok": true })),
+                    error: None,
+                    released: false,
+                }
+            })
+            .collect();
+        let sent = Instant::now();
+        match lease_complete_many(&pool, &ends, false, None).await {
+            Ok(accepted) => {
+                let accepted: std::collections::HashSet<Uuid> =
+                    accepted.iter().map(|(id, _)| *id).collect();
+                let mut observed = observed.lock().unwrap();
+                for (end, (run_id, _, key, start)) in ends.iter().zip(&due) {
+                    if accepted.contains(run_id) {
+                        observed.entry(key.clone()).or_default().push(Observed {
+                            start: *start,
+                            end: sent,
+                        });
+                        if end.retry_at.is_some() {
+                            tally.retried.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            tally.completed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else {
+                        tally.fenced.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(error) => {
+                eprintln!("{id}: completion failed: {error}");
+                tally.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut held = held.lock().unwrap();
+        for (run_id, ..) in &due {
+            held.remove(run_id);
+        }
+    }
+    let _ = beat.await;
+}
+
+/// The most intervals of one key open at once.
+fn max_overlap(intervals: &[Observed]) -> usize {
+    let mut edges: Vec<(Instant, i32)> = intervals
+        .iter()
+        .flat_map(|o| [(o.start, 1), (o.end, -1)])
+        .collect();
+    // At equal instants, an end comes before a start: touching intervals do not overlap.
+    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        open += step;
+        most = most.max(open);
+    }
+    most as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_claims_stay_exact_under_random_claimers_completions_stalls_and_rescues() {
+    let db = TestDb::new().await;
+    sqlx::query("INSERT INTO kiln.queues (name, concurrency_limit) VALUES ($1, $2)")
+        .bind(TASK)
+        .bind(LIMIT as i32)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let operator = pool(&db, 4).await;
+    let mut total = trigger_runs(&operator, 3_000, "k").await.len();
+
+    let stop = CancellationToken::new();
+    let tally = Arc::new(Tally::default());
+    let observed: Arc<Mutex<HashMap<String, Vec<Observed>>>> = Arc::default();
+    let mut claimers = Vec::new();
+    for i in 0..4 {
+        claimers.push(tokio::spawn(claimer(
+            format!("claimer-{i}"),
+            pool(&db, 3).await,
+            i == 3,
+            stop.clone(),
+            Arc::clone(&tally),
+            Arc::clone(&observed),
+        )));
+    }
+
+    // Leases per key, sampled from the table while everything runs.
+    let worst_sample = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (pool, stop, tally, worst) = (
+            operator.clone(),
+            stop.clone(),
+            Arc::clone(&tally),
+            Arc::clone(&worst_sample),
+        );
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let most: Option<i64> = sqlx::query_scalar(
+                    "SELECT max(n) FROM (SELECT count(*) AS n FROM kiln.leases
+                                          WHERE queue = $1 GROUP BY concurrency_key) c",
+                )
+                .bind(TASK)
+                .fetch_one(&pool)
+                .await
+                .expect("sample leases");
+                worst.fetch_max(most.unwrap_or(0) as u64, Ordering::Relaxed);
+                tally.samples.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let rescuer = {
+        let (pool, stop, tally) = (operator.clone(), stop.clone(), Arc::clone(&tally));
+        tokio::spawn(async move {
+            let rescuer = Rescuer::default();
+            while !stop.is_cancelled() {
+                match rescuer.rescue_expired_leases(&pool).await {
+                    Ok(n) => {
+                        tally.rescued.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        eprintln!("rescue failed: {error}");
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    // New keys keep arriving while the first ones are served.
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        total += trigger_runs(&operator, 120, &format!("late{round}-"))
+            .await
+            .len();
+    }
+    let finished = |pool: PgPool| async move {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM kiln.runs WHERE task_id = $1 AND status = 'completed'",
+        )
+        .bind(TASK)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        n as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while finished(operator.clone()).await < total {
+        assert!(
+            Instant::now() < deadline,
+            "runs left behind: {} of {total} completed",
+            finished(operator.clone()).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    for claimer in claimers {
+        claimer.await.expect("claimer");
+    }
+    sampler.await.expect("sampler");
+    rescuer.await.expect("rescuer");
+
+    let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let (worst_observed, keys_served) = {
+        let observed = observed.lock().unwrap();
+        (
+            observed.values().map(|v| max_overlap(v)).max().unwrap_or(0),
+            observed.len(),
+        )
+    };
+    let (completed_attempts, leases, ready): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM kiln.attempts WHERE status = 'completed'),
+                (SELECT count(*) FROM kiln.leases), (SELECT count(*) FROM kiln.ready)",
+    )
+    .fetch_one(&operator)
+    .await
+    .unwrap();
+    println!(
+        "observed: {total} runs over {} keys, limit {LIMIT}: {} claims took {} runs; {} completed, \
+         {} retried, {} late completions refused, {} leases rescued; most leases of one key in \
+         {} samples: {}; most observed attempts of one key at once: {worst_observed}",
+        keys_served,
+        read(&tally.claims),
+        read(&tally.claimed),
+        read(&tally.completed),
+        read(&tally.retried),
+        read(&tally.fenced),
+        read(&tally.rescued),
+        read(&tally.samples),
+        read(&worst_sample),
+    );
+    assert_eq!(read(&tally.errors), 0, "statements failed");
+    assert!(read(&tally.retried) > 50, "too few retries");
+    assert!(read(&tally.rescued) > 0, "no lease was rescued");
+    assert!(read(&tally.fenced) > 0, "no late completion met the fence");
+    assert!(read(&tally.samples) > 500, "too few lease samples");
+    assert!(
+        read(&worst_sample) <= LIMIT as u64,
+        "a key held more leases than its limit"
+    );
+    assert_eq!(
+        read(&worst_sample),
+        LIMIT as u64,
+        "keys reached their limit"
+    );
+    assert!(
+        worst_observed <= LIMIT as usize,
+        "a key ran more attempts at once than its limit: {worst_observed}"
+    );
+    assert_eq!(keys_served, KEYS * 5, "every key was served");
+    assert_eq!(
+        (completed_attempts as usize, leases, ready),
+        (total, 0, 0),
+        "each run completed exactly once and nothing is left"
+    );
+}
+
+async fn claim(pool: &PgPool, max: u32) -> Vec<(Uuid, u32)> {
+    lease_claim(pool, "probe", &[TASK.to_owned()], max, LEASE, None)
+        .await
+        .expect("claim")
+        .runs
+        .into_iter()
+        .map(|run| (run.run_id, run.attempt))
+        .collect()
+}
+
+async fn complete(pool: &PgPool, runs: &[(Uuid, u32)]) {
+    let ends: Vec<AttemptEnd> = runs
+        .iter()
+        .map(|(run_id, attempt)| AttemptEnd {
+            run_id: *run_id,
+            attempt: *attempt,
+            outcome: AttemptOutcome::Completed,
+            retry_at: None,
+            final_status: RunStatus::Completed,
+            output: None,
+            error: None,
+            released: false,
+        })
+        .collect();
+    let accepted = lease_complete_many(pool, &ends, false, None)
+        .await
+        .expect("complete");
+    assert_eq!(accepted.len(), runs.len(), "completions accepted");
+}
+
+async fn trigger_one(pool: impl sqlx::PgExecutor<'_>, key: &str, delay: Option<&str>) -> Uuid {
+    sqlx::query_scalar(
+        "SELECT kiln.trigger($1, '{}'::jsonb,
+                             jsonb_build_object('allow_unregistered', true,
+                                                'concurrency_key', $2::text, 'delay', $3::text))",
+    )
+    .bind(TASK)
+    .bind(key)
+    .bind(delay)
+    .fetch_one(pool)
+    .await
+    .expect("trigger")
+}
+
+#[tokio::test]
+async fn no_run_is_left_behind_by_parked_emptied_or_newly_limited_keys() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    sqlx::query("INSERT INTO kiln.queues (name, concurrency_limit) VALUES ($1, 1)")
+        .bind(TASK)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // A key whose only run is delayed is parked, and its run starts once due.
+    let delayed = trigger_one(pool, "later", Some("400ms")).await;
+    let now = trigger_one(pool, "now", None).await;
+    let got = claim(pool, 10).await;
+    assert_eq!(
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![now],
+        "only the run due now started"
+    );
+    complete(pool, &got).await;
+    let (waiting, parked): (bool, bool) = sqlx::query_as(
+        "SELECT waiting, next_at IS NOT NULL FROM kiln.queue_keys
+          WHERE queue = $1 AND concurrency_key = 'later'",
+    )
+    .bind(TASK)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((waiting, parked), (false, true), "the key is parked");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let got = claim(pool, 10).await;
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![delayed]);
+    complete(pool, &got).await;
+
+    // A claim takes a key's last visible run and finds the key empty while another transaction
+    // has a run of that key still uncommitted: once it commits, the run is claimed.
+    let first = trigger_one(pool, "busy", None).await;
+    let mut open = pool.begin().await.unwrap();
+    let second = trigger_one(&mut *open, "busy", None).await;
+    let got = claim(pool, 10).await;
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![first]);
+    let waiting: bool = sqlx::query_scalar(
+        "SELECT waiting FROM kiln.queue_keys WHERE queue = $1 AND concurrency_key = 'busy'",
+    )
+    .bind(TASK)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(!waiting, "the claim saw the key as empty");
+    open.commit().await.unwrap();
+    assert!(
+        claim(pool, 10).await.is_empty(),
+        "the key's limit of 1 is taken"
+    );
+    complete(pool, &got).await;
+    let got = claim(pool, 10).await;
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![second]);
+    complete(pool, &got).await;
+
+    // A queue without a limit drops its wakeups; given a limit later, its waiting runs are still
+    // found.
+    sqlx::query("UPDATE kiln.queues SET concurrency_limit = NULL WHERE name = $1")
+        .bind(TASK)
+        .execute(pool)
+        .await
+        .unwrap();
+    let unlimited: Vec<Uuid> = vec![
+        trigger_one(pool, "a", None).await,
+        trigger_one(pool, "b", None).await,
+    ];
+    let pruned: i32 = sqlx::query_scalar("SELECT kiln.prune_key_wakeups()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2, "the unlimited queue's wakeups were dropped");
+    sqlx::query("UPDATE kiln.queues SET concurrency_limit = 1 WHERE name = $1")
+        .bind(TASK)
+        .execute(pool)
+        .await
+        .unwrap();
+    let mut got: Vec<Uuid> = claim(pool, 10).await.into_iter().map(|r| r.0).collect();
+    got.sort();
+    let mut want = unlimited.clone();
+    want.sort();
+    assert_eq!(got, want, "both keys' runs started after the limit was set");
+}
