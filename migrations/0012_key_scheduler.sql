@@ -21,6 +21,9 @@
 --     transaction; a claim turns its queue's wakeups into waiting keys before it picks. A claim
 --     that finds a key empty cannot miss a run committed after it looked: that run's wakeup is
 --     committed with it, and wakes the key again.
+--
+-- The claim also returns what the worker records per attempt: `available_at` (the queue wait is
+-- measured from it) and the trigger's trace context (`traceparent`, a new column of `runs`).
 
 ALTER TABLE kiln.queue_keys
     ADD COLUMN waiting boolean NOT NULL DEFAULT false,
@@ -170,6 +173,10 @@ LANGUAGE sql AS $$
     SELECT count(*)::integer FROM dropped
 $$;
 
+-- The W3C trace context of the trigger (migration 0013 writes it), returned by the claim below so
+-- that the run's span links back to the request that triggered it.
+ALTER TABLE kiln.runs ADD COLUMN traceparent text;
+
 DROP FUNCTION kiln.claim_runs(text, text[], integer, bigint, timestamptz);
 
 -- Claim up to p_max runs of the given tasks for worker p_worker_id, leasing each for p_lease_ms.
@@ -198,7 +205,7 @@ CREATE FUNCTION kiln.claim_runs(
 RETURNS TABLE (run_id uuid, task_id text, queue text, concurrency_key text, attempt integer,
                counted_attempt integer, max_attempts integer, retry jsonb, max_duration_ms bigint,
                payload jsonb, metadata jsonb, parent_run_id uuid, root_run_id uuid,
-               created_at timestamptz, available_at timestamptz)
+               created_at timestamptz, available_at timestamptz, traceparent text)
 LANGUAGE plpgsql
 -- Every statement here is built for index access. Right after a bulk insert, before autovacuum
 -- has analyzed kiln.ready, the planner would otherwise pick a sequential or bitmap scan of the
@@ -370,7 +377,7 @@ BEGIN
                 RETURNING u.id, u.task_id, u.queue, t.concurrency_key AS lease_key, u.concurrency_key,
                           u.attempts, u.attempts - u.released_attempts AS counted, u.max_attempts,
                           u.retry, u.max_duration_ms, u.payload, u.metadata, u.parent_run_id,
-                          u.root_run_id, u.created_at, t.available_at
+                          u.root_run_id, u.created_at, t.available_at, u.traceparent
             ),
             leased AS (
                 INSERT INTO kiln.leases (run_id, attempt, task_id, queue, concurrency_key, worker_id,
@@ -392,7 +399,7 @@ BEGIN
             )
             SELECT s.id, s.task_id, s.queue, s.concurrency_key, s.attempts, s.counted, s.max_attempts,
                    s.retry, s.max_duration_ms, s.payload, s.metadata, s.parent_run_id, s.root_run_id,
-                   s.created_at, s.available_at
+                   s.created_at, s.available_at, s.traceparent
               FROM started s;
             GET DIAGNOSTICS n = ROW_COUNT;
             remaining := remaining - n;

@@ -418,6 +418,9 @@ fn print_run(run: &Run) {
             println!("{label:<10} {id}");
         }
     }
+    if let Some(traceparent) = &run.traceparent {
+        println!("trace      {}", table::clean(traceparent));
+    }
     println!("payload    {}", pretty(&run.payload));
     if let Some(output) = &run.output {
         println!("output     {}", pretty(output));
@@ -690,6 +693,10 @@ pub(crate) struct TriggerArgs {
     /// Run in this queue instead of the task's.
     #[arg(long)]
     queue: Option<String>,
+    /// The W3C trace context the run links back to; by default the TRACEPARENT environment
+    /// variable (OpenTelemetry's convention for processes), when it holds a valid one.
+    #[arg(long)]
+    traceparent: Option<String>,
     /// Trigger even if no worker has registered the task.
     #[arg(long)]
     allow_unregistered: bool,
@@ -699,6 +706,11 @@ pub(crate) struct TriggerArgs {
 }
 
 pub(crate) async fn trigger(args: TriggerArgs) -> CliResult {
+    let traceparent = args.traceparent.or_else(|| {
+        std::env::var("TRACEPARENT")
+            .ok()
+            .filter(|value| kiln::is_valid_traceparent(value))
+    });
     let client = args.db.client().await?;
     let options = TriggerOptions {
         concurrency_key: args.concurrency_key,
@@ -711,6 +723,7 @@ pub(crate) async fn trigger(args: TriggerArgs) -> CliResult {
         max_attempts: args.max_attempts,
         queue: args.queue,
         allow_unregistered: args.allow_unregistered,
+        traceparent,
         ..TriggerOptions::default()
     };
     let handle = client

@@ -145,6 +145,33 @@ async fn operators_trigger_inspect_pause_and_cancel_runs_from_the_cli() {
     assert_eq!(shown["payload"]["ws_id"], "w1");
     assert_eq!(shown["concurrency_key"], "w1");
 
+    let traced = json(&kiln(
+        &url,
+        &[
+            "trigger",
+            "schedule-task",
+            "--payload",
+            r#"{"ws_id":"w2"}"#,
+            "--traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "--allow-unregistered",
+            "--json",
+        ],
+    ));
+    let traced = json(&kiln(
+        &url,
+        &["runs", "show", traced["id"].as_str().unwrap(), "--json"],
+    ));
+    assert_eq!(
+        traced["traceparent"],
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+    assert!(
+        kiln(&url, &["runs", "cancel", traced["id"].as_str().unwrap()])
+            .status
+            .success()
+    );
+
     let listed = json(&kiln(
         &url,
         &[

@@ -25,6 +25,7 @@ mod schedule;
 mod state;
 mod status;
 mod task;
+mod trace;
 
 pub use children::{
     Awaited, BoxFuture, ChildError, ChildOutcome, ChildResult, ChildRun, ChildRuntime,
@@ -65,6 +66,10 @@ pub use task::{
     TaskResult,
 };
 pub use tokio_util::sync::CancellationToken;
+pub use trace::{
+    attach_traceparent, current_traceparent, is_valid_traceparent, set_trace_propagator,
+    TracePropagator,
+};
 /// The crates Kiln's public types are built on (`DateTime<Utc>`, `Tz`, `Uuid`, JSON values),
 /// re-exported so that an app uses the very versions Kiln does without adding them by hand.
 pub use {chrono, chrono_tz, serde_json, uuid};

@@ -56,6 +56,10 @@ pub struct TriggerOptions {
     pub root_run_id: Option<Uuid>,
     /// The run this one replays (set by `runs.replay`).
     pub replay_of: Option<Uuid>,
+    /// The W3C trace context of the trigger, stored with the run so that its span links back to
+    /// it. Unset, a trigger from Rust takes the current span's, through the installed
+    /// [`TracePropagator`](crate::TracePropagator).
+    pub traceparent: Option<String>,
 }
 
 impl TriggerOptions {
@@ -115,6 +119,12 @@ impl TriggerOptions {
     /// Sets the metadata.
     pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
         self.metadata = Some(metadata);
+        self
+    }
+
+    /// Sets the trace context (a W3C `traceparent`) the run links back to.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
         self
     }
 
@@ -224,6 +234,8 @@ macro_rules! __kiln_forward_trigger_options {
             max_duration(limit: ::std::time::Duration);
             /// Runs in this queue instead of the task's.
             queue(queue: impl Into<String>);
+            /// The trace context (a W3C `traceparent`) the run links back to.
+            traceparent(traceparent: impl Into<String>);
         }
     };
     ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty);)*) => {

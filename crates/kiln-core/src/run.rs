@@ -47,6 +47,9 @@ pub struct Run {
     pub root_run_id: Option<Uuid>,
     /// The run it replays.
     pub replay_of: Option<Uuid>,
+    /// The W3C trace context of its trigger.
+    #[serde(default)]
+    pub traceparent: Option<String>,
     /// When it was triggered.
     pub created_at: DateTime<Utc>,
     /// When it may start (after a delay or a retry's backoff).

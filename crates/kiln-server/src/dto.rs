@@ -72,6 +72,9 @@ pub struct TriggerOptionsBody {
     pub metadata: Option<Value>,
     /// Time limit of one attempt.
     pub max_duration: Option<DurationValue>,
+    /// The W3C trace context the run links back to; the request's `traceparent` header when
+    /// left out.
+    pub traceparent: Option<String>,
 }
 
 impl TriggerOptionsBody {
@@ -109,6 +112,7 @@ impl TriggerOptionsBody {
             priority: parse(self.priority, "priority")?,
             metadata: self.metadata,
             max_duration: parse(self.max_duration, "maxDuration")?,
+            traceparent: self.traceparent,
             ..TriggerOptions::default()
         })
     }
@@ -255,6 +259,8 @@ pub struct RunBody {
     pub root_run_id: Option<Uuid>,
     /// The run it replays.
     pub replay_of: Option<Uuid>,
+    /// The W3C trace context of its trigger.
+    pub traceparent: Option<String>,
     /// When it was triggered.
     pub created_at: DateTime<Utc>,
     /// When it may start.
@@ -292,6 +298,7 @@ impl RunBody {
             parent_run_id: run.parent_run_id,
             root_run_id: run.root_run_id,
             replay_of: run.replay_of,
+            traceparent: run.traceparent.clone(),
             created_at: run.created_at,
             available_at: run.available_at,
             expires_at: run.expires_at,

@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::Utc;
-use kiln_client::{BatchItem, CreateSchedule, ErrorCode, RunFilter, UpdateSchedule};
+use kiln_client::{
+    BatchItem, CreateSchedule, ErrorCode, RunFilter, TriggerOptions, UpdateSchedule,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -43,9 +45,10 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 pub(crate) async fn trigger_task(
     caller: Caller<TriggerRuns>,
     ApiPath(task_id): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<TriggerRequest>,
 ) -> ApiResult<(StatusCode, Json<TriggerResponse>)> {
-    let options = request.options.into_options()?;
+    let options = with_request_trace(request.options.into_options()?, &headers);
     let handle = caller
         .client
         .trigger_by_id(&task_id, request.payload)
@@ -77,6 +80,7 @@ pub(crate) async fn trigger_task(
 pub(crate) async fn batch_trigger(
     caller: Caller<TriggerRuns>,
     ApiPath(task_id): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<BatchRequest>,
 ) -> ApiResult<(StatusCode, Json<BatchResponse>)> {
     let mut items = Vec::with_capacity(request.items.len());
@@ -86,6 +90,7 @@ pub(crate) async fn batch_trigger(
             error.message = format!("batch item {index}: {}", error.message);
             error
         })?;
+        let options = with_request_trace(options, &headers);
         items.push(BatchItem::with_options(item.payload, options));
     }
     let handles = caller.client.batch_trigger_by_id(&task_id, items).await?;
@@ -95,6 +100,21 @@ pub(crate) async fn batch_trigger(
             data: handles.into_iter().map(TriggerResponse::from).collect(),
         }),
     ))
+}
+
+/// The request's `traceparent` header as the run's trace context, unless the options give one.
+/// A header that is not a valid W3C `traceparent` is ignored (a proxy's business, not the
+/// caller's); an invalid `traceparent` option is refused.
+fn with_request_trace(mut options: TriggerOptions, headers: &HeaderMap) -> TriggerOptions {
+    if options.traceparent.is_none() {
+        options.traceparent = headers
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| kiln_core::is_valid_traceparent(value))
+            .map(str::to_owned);
+    }
+    options
 }
 
 /// Filters of `GET /api/v1/runs`.

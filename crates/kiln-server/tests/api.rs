@@ -1446,3 +1446,84 @@ async fn bulk_cancel_and_replay_take_runs_by_filter_or_ids_up_to_a_limit_and_are
         .collect();
     assert_eq!(bulk.len(), 4, "one audit entry per bulk action: {bulk:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_keeps_the_requests_trace_context_unless_its_options_give_one() {
+    let api = Api::new().await;
+    let url = "/api/v1/tasks/echo/trigger";
+    let from_header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let from_body = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let trigger = |options: Value, traceparent: Option<&'static str>| {
+        let api = &api;
+        async move {
+            let headers: Vec<(&str, &str)> = traceparent
+                .map(|value| vec![("traceparent", value)])
+                .unwrap_or_default();
+            api.send_with_headers(
+                Method::POST,
+                url,
+                Some(&api.trigger),
+                Some(json!({"payload": {"ws_id": "w"}, "options": options})),
+                &headers,
+            )
+            .await
+        }
+    };
+    let stored = |id: Value| {
+        let api = &api;
+        async move {
+            let (status, run) = api
+                .get(
+                    &format!("/api/v1/runs/{}", id.as_str().unwrap()),
+                    &api.trigger,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            run["traceparent"].clone()
+        }
+    };
+
+    let (status, run) = trigger(json!({}), Some(from_header)).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(stored(run["id"].clone()).await, json!(from_header));
+
+    let (_, run) = trigger(json!({"traceparent": from_body}), Some(from_header)).await;
+    assert_eq!(
+        stored(run["id"].clone()).await,
+        json!(from_body),
+        "the option wins"
+    );
+
+    // A malformed header is ignored, as W3C asks of a receiver; nothing is stored.
+    let (status, run) = trigger(json!({}), Some("00-not-a-trace-01")).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(stored(run["id"].clone()).await, Value::Null);
+
+    // A malformed option is refused, naming it.
+    let (status, body) = trigger(json!({"traceparent": "00-XYZ"}), None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(message(&body).contains("traceparent"), "{body}");
+
+    // A batch takes the header for every item that gives none.
+    let (status, batch) = api
+        .send_with_headers(
+            Method::POST,
+            "/api/v1/tasks/echo/batch",
+            Some(&api.trigger),
+            Some(json!({"items": [
+                {"payload": {"ws_id": "a"}},
+                {"payload": {"ws_id": "b"}, "options": {"traceparent": from_body}}
+            ]})),
+            &[("traceparent", from_header)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    assert_eq!(
+        stored(batch["data"][0]["id"].clone()).await,
+        json!(from_header)
+    );
+    assert_eq!(
+        stored(batch["data"][1]["id"].clone()).await,
+        json!(from_body)
+    );
+}

@@ -43,6 +43,8 @@ pub struct ClaimedRun {
     pub created_at: DateTime<Utc>,
     /// When this attempt could first start: the end of its delay, or of its retry backoff.
     pub available_at: DateTime<Utc>,
+    /// The W3C trace context of its trigger.
+    pub traceparent: Option<String>,
 }
 
 /// What one claim returned.
@@ -70,6 +72,7 @@ type ClaimTuple = (
     Option<Uuid>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
+    Option<String>,
 );
 
 /// Claims up to `max` runs of `task_ids` for `worker_id`, leased for `lease`, honouring paused
@@ -85,7 +88,7 @@ pub async fn lease_claim(
     let rows: Vec<ClaimTuple> = sqlx::query_as(
         "SELECT run_id, task_id, queue, concurrency_key, attempt, counted_attempt, max_attempts,
                 retry, max_duration_ms, payload, metadata, parent_run_id, root_run_id, created_at,
-                available_at
+                available_at, traceparent
            FROM kiln.claim_runs($1, $2, $3, $4, coalesce($5, now()))",
     )
     .bind(worker_id)
@@ -121,6 +124,7 @@ pub async fn lease_claim(
             root_run_id: row.12,
             created_at: row.13.unwrap_or_else(Utc::now),
             available_at: row.14.or(row.13).unwrap_or_else(Utc::now),
+            traceparent: row.15,
         });
     }
     Ok(claim)

@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "key_scheduler",
         sql: include_str!("../../../migrations/0012_key_scheduler.sql"),
     },
+    Migration {
+        version: 13,
+        name: "trace_context",
+        sql: include_str!("../../../migrations/0013_trace_context.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).

@@ -38,8 +38,9 @@ fn millis(duration: std::time::Duration) -> serde_json::Value {
 }
 
 /// The JSON spec `kiln.trigger_runs` takes for one run (its internal form). The run's root is
-/// not sent: the database derives it from the parent.
-fn spec_json(spec: &RunSpec) -> serde_json::Value {
+/// not sent: the database derives it from the parent. `ambient` is the current span's trace
+/// context, stored when the spec sets none.
+fn spec_json(spec: &RunSpec, ambient: Option<&str>) -> serde_json::Value {
     let o = &spec.options;
     let mut map = serde_json::Map::new();
     map.insert("payload".into(), spec.payload.clone());
@@ -89,6 +90,9 @@ fn spec_json(spec: &RunSpec) -> serde_json::Value {
             put(key, id.to_string().into());
         }
     }
+    if let Some(v) = o.traceparent.as_deref().or(ambient) {
+        put("traceparent", v.into());
+    }
     serde_json::Value::Object(map)
 }
 
@@ -114,7 +118,11 @@ pub async fn run_insert_many<'e>(
     specs: &[RunSpec],
     allow_unregistered: bool,
 ) -> Result<Vec<InsertedRun>> {
-    let specs_json: Vec<serde_json::Value> = specs.iter().map(spec_json).collect();
+    let ambient = kiln_core::current_traceparent();
+    let specs_json: Vec<serde_json::Value> = specs
+        .iter()
+        .map(|spec| spec_json(spec, ambient.as_deref()))
+        .collect();
     let rows: Vec<(i32, Option<Uuid>, bool)> = sqlx::query_as(
         "SELECT idx, run_id, is_cached FROM kiln.trigger_runs($1, $2::jsonb[], $3, $4)",
     )
@@ -140,8 +148,8 @@ pub async fn run_insert_many<'e>(
 
 const RUN_COLUMNS: &str = "id, task_id, queue, concurrency_key, status::text AS status, payload,
     output, error, attempts, released_attempts, max_attempts, priority_s, tags, metadata, idempotency_key,
-    parent_run_id, root_run_id, replay_of, created_at, available_at, expires_at, started_at,
-    finished_at, updated_at";
+    parent_run_id, root_run_id, replay_of, traceparent, created_at, available_at, expires_at,
+    started_at, finished_at, updated_at";
 
 /// [`RUN_COLUMNS`] with payload and output left out (JSON null), for listings that show neither:
 /// a page of runs then never loads megabytes of payloads.
@@ -179,6 +187,7 @@ fn run_from_row(row: &PgRow) -> std::result::Result<Run, sqlx::Error> {
         parent_run_id: row.try_get("parent_run_id")?,
         root_run_id: row.try_get("root_run_id")?,
         replay_of: row.try_get("replay_of")?,
+        traceparent: row.try_get("traceparent")?,
         created_at: row.try_get("created_at")?,
         available_at: row.try_get("available_at")?,
         expires_at: row.try_get("expires_at")?,

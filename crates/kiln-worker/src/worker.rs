@@ -634,15 +634,22 @@ impl AttemptLabels {
     }
 }
 
+/// The span of one attempt, linked to its trigger's trace context by the installed
+/// [`kiln_core::TracePropagator`] when the run has one.
 fn run_span(run: &ClaimedRun) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "run",
         run_id = %run.run_id,
         task = %run.task_id,
         queue = %run.queue,
         key = run.concurrency_key.as_deref().unwrap_or(""),
         attempt = run.attempt,
-    )
+        traceparent = run.traceparent.as_deref().unwrap_or(""),
+    );
+    if let Some(traceparent) = &run.traceparent {
+        kiln_core::attach_traceparent(&span, traceparent);
+    }
+    span
 }
 
 async fn watch_signals(shutdown: CancellationToken, abort: CancellationToken) {

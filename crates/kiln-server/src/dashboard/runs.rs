@@ -468,6 +468,7 @@ fn facts(run: &Run, now: DateTime<Utc>) -> Markup {
                 dt { "Root" } dd { a href={ "/runs/" (root) } { code { (root) } } }
             }
             @if let Some(original) = run.replay_of { dt { "Replay of" } dd { a href={ "/runs/" (original) } { code { (original) } } } }
+            @if let Some(traceparent) = &run.traceparent { dt { "Trace context" } dd { code { (traceparent) } } }
         }
     }
 }
