@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "trace_context",
         sql: include_str!("../../../migrations/0013_trace_context.sql"),
     },
+    Migration {
+        version: 14,
+        name: "schedule_wakeups",
+        sql: include_str!("../../../migrations/0014_schedule_wakeups.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).

@@ -249,6 +249,15 @@ pub struct FiredTick {
     pub skipped_missed: bool,
 }
 
+/// When the next active schedule is due (its `next_run_at`), if any schedule is active. One
+/// probe of the `schedules_due` index.
+pub async fn schedule_next_due(pool: &Pool) -> Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar("SELECT min(next_run_at) FROM kiln.schedules WHERE active")
+        .fetch_one(pool)
+        .await
+        .map_err(db("reading when the next schedule is due"))
+}
+
 /// Fires up to `limit` schedules due at `now`, each in its own transaction: the schedule's row
 /// is locked with SKIP LOCKED (so concurrent schedulers take different schedules), the tick is
 /// recorded under the primary key (schedule, tick) before its run is inserted (so a tick never

@@ -11,10 +11,13 @@ use kiln_store::lease::{lease_complete_many, lease_list_expired, AttemptEnd};
 use kiln_store::queue::{queue_key_drop_idle, queue_prune_key_wakeups};
 use kiln_store::ready::{ready_expire, ready_promote_delayed};
 use kiln_store::run::run_delete_finished_before;
-use kiln_store::schedule::{schedule_fire_due, schedule_tick_delete_before, FiredTick};
+use kiln_store::schedule::{
+    schedule_fire_due, schedule_next_due, schedule_tick_delete_before, FiredTick,
+};
 use kiln_store::wait::wait_expire;
 use kiln_store::worker::worker_delete_unseen_before;
 use kiln_store::{Pool, Result};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -243,9 +246,55 @@ fn report(what: &str, result: Result<u64>) {
     }
 }
 
-/// Runs the scheduler, rescuer, delayed promoter and expirer every maintenance interval, and the
-/// key cleanup and the cleaner (when a retention is set) at their own intervals (a minute by
-/// default), until `cancel` fires.
+/// Shortest sleep after a pass that left a schedule due (another scheduler holds it, or the batch
+/// was full): its fire, or the next pass, follows at once.
+const DUE_RECHECK: Duration = Duration::from_millis(5);
+
+/// Fires due schedules at their tick's boundary, until `cancel` fires. After each pass it sleeps
+/// until the next active schedule is due, at most the maintenance interval (so a missed
+/// notification, or a clock that a test moves by hand, costs at most that), and wakes early when
+/// `changed` is notified (`kiln_schedules`: a schedule was created, changed or fired).
+pub(crate) async fn run_scheduler(
+    pool: Pool,
+    config: crate::WorkerConfig,
+    changed: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let interval = config.maintenance_interval;
+    let scheduler = Scheduler {
+        batch: config.schedule_batch,
+        clock: Arc::clone(&config.clock),
+    };
+    loop {
+        report(
+            "fired due schedules",
+            scheduler
+                .fire_due_schedules(&pool)
+                .await
+                .map(|fired| fired.len() as u64),
+        );
+        let wait = match schedule_next_due(&pool).await {
+            Ok(Some(due)) => (due - scheduler.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(DUE_RECHECK, interval),
+            Ok(None) => interval,
+            Err(error) => {
+                tracing::warn!(%error, "maintenance failed: reading when the next schedule is due");
+                interval
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Runs the rescuer, delayed promoter and expirer every maintenance interval, and the key cleanup
+/// and the cleaner (when a retention is set) at their own intervals (a minute by default), until
+/// `cancel` fires. The scheduler runs in its own loop ([`run_scheduler`]).
 pub(crate) async fn run_maintenance(
     pool: Pool,
     config: crate::WorkerConfig,
@@ -253,10 +302,6 @@ pub(crate) async fn run_maintenance(
 ) {
     let interval = config.maintenance_interval;
     let retention = config.retention;
-    let scheduler = Scheduler {
-        batch: config.schedule_batch,
-        clock: Arc::clone(&config.clock),
-    };
     let rescuer = Rescuer::default();
     let promoter = DelayedPromoter::default();
     let expirer = Expirer::default();
@@ -274,13 +319,6 @@ pub(crate) async fn run_maintenance(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval + jitter) => {}
         }
-        report(
-            "fired due schedules",
-            scheduler
-                .fire_due_schedules(&pool)
-                .await
-                .map(|fired| fired.len() as u64),
-        );
         report(
             "rescued runs whose lease expired",
             rescuer.rescue_expired_leases(&pool).await,

@@ -23,13 +23,15 @@ use crate::execute::execute;
 use crate::fence::{fence_margin, watch_leases, Fence};
 use crate::inflight::{InFlightRuns, StopReason};
 use crate::logs::{flush_logs, LogBuffer};
-use crate::maintenance::run_maintenance;
+use crate::maintenance::{run_maintenance, run_scheduler};
 use crate::registry::Registry;
 use crate::WorkerError;
 use kiln_client::backoff::{Backoff, FIRST_ERROR_BACKOFF};
 
 /// Channel on which inserts into `kiln.ready` are announced.
 const READY_CHANNEL: &str = "kiln_ready";
+/// Notified when schedules are created, changed or fired (migration 0014).
+const SCHEDULES_CHANNEL: &str = "kiln_schedules";
 /// Channel on which cancels of executing runs are announced.
 const CANCEL_CHANNEL: &str = "kiln_cancel";
 /// The first pause after the notification connection failed.
@@ -381,9 +383,11 @@ impl Worker {
             inflight.clone(),
             Arc::clone(&logs),
         ));
+        let schedules_changed = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(
             inner.pool.clone(),
             Arc::clone(&wake),
+            Arc::clone(&schedules_changed),
             inflight.clone(),
             waiters.clone(),
             background.clone(),
@@ -403,11 +407,19 @@ impl Worker {
             background.clone(),
         ));
         let maintenance = config.run_maintenance.then(|| {
-            tokio::spawn(run_maintenance(
-                inner.pool.clone(),
-                config.clone(),
-                background.clone(),
-            ))
+            (
+                tokio::spawn(run_maintenance(
+                    inner.pool.clone(),
+                    config.clone(),
+                    background.clone(),
+                )),
+                tokio::spawn(run_scheduler(
+                    inner.pool.clone(),
+                    config.clone(),
+                    schedules_changed,
+                    background.clone(),
+                )),
+            )
         });
         let mut bodies = tokio::task::JoinSet::new();
 
@@ -588,8 +600,9 @@ impl Worker {
         let _ = listener.await;
         let _ = heartbeat.await;
         let _ = watchdog.await;
-        if let Some(maintenance) = maintenance {
+        if let Some((maintenance, scheduler)) = maintenance {
             let _ = maintenance.await;
+            let _ = scheduler.await;
         }
         if let Err(error) = worker_set_state(&inner.pool, &inner.worker_id, "stopped").await {
             tracing::warn!(%error, "could not record that the worker stopped");
@@ -674,12 +687,14 @@ async fn watch_signals(shutdown: CancellationToken, abort: CancellationToken) {
     }
 }
 
-/// LISTENs for new ready runs (wakes the fetch loop), for cancels (fires run tokens) and for
-/// finished children (wakes their waiting parents). Reconnects on its own; the fetch loop's and
-/// the waiting parents' polls cover the gaps.
+/// LISTENs for new ready runs (wakes the fetch loop), for cancels (fires run tokens), for
+/// finished children (wakes their waiting parents) and for schedule changes (wakes the
+/// scheduler). Reconnects on its own; the fetch loop's, the waiting parents' and the scheduler's
+/// polls cover the gaps.
 async fn listen(
     pool: Pool,
     wake: Arc<Notify>,
+    schedules_changed: Arc<Notify>,
     inflight: InFlightRuns,
     waiters: Waiters,
     stop: CancellationToken,
@@ -697,7 +712,12 @@ async fn listen(
             }
         };
         if let Err(error) = listener
-            .listen_all([READY_CHANNEL, CANCEL_CHANNEL, FINISHED_CHANNEL])
+            .listen_all([
+                READY_CHANNEL,
+                CANCEL_CHANNEL,
+                FINISHED_CHANNEL,
+                SCHEDULES_CHANNEL,
+            ])
             .await
         {
             // The connection opened but LISTEN failed: back off too, or this loop would spin.
@@ -711,6 +731,7 @@ async fn listen(
         // Anything inserted or finished while not listening is found by these wake-ups.
         wake.notify_one();
         waiters.wake_all();
+        schedules_changed.notify_one();
         loop {
             let received = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -726,6 +747,9 @@ async fn listen(
                     {
                         run.stop(StopReason::Canceled);
                     }
+                }
+                Ok(Some(note)) if note.channel() == SCHEDULES_CHANNEL => {
+                    schedules_changed.notify_one();
                 }
                 Ok(Some(note)) if note.channel() == FINISHED_CHANNEL => {
                     if let Ok(parent) = note.payload().parse::<Uuid>() {
