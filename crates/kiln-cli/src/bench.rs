@@ -34,6 +34,8 @@ pub(crate) enum BenchCommand {
     /// Per-key limits: the same runs unconstrained and spread over K keys under a limit of N per
     /// key, and one claim timed at the full keyed backlog.
     Keys(crate::bench_keys::KeysArgs),
+    /// Resident memory of a worker holding N runs in flight (sleeping bodies)
+    Memory(crate::bench_memory::MemoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +222,7 @@ pub(crate) async fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Http(args) => crate::bench_http::http(args).await,
         BenchCommand::Dashboard(args) => crate::bench_dashboard::dashboard(args).await,
         BenchCommand::Keys(args) => crate::bench_keys::keys(args).await,
+        BenchCommand::Memory(args) => crate::bench_memory::memory(args).await,
     }
 }
 

@@ -11,6 +11,7 @@ mod bench;
 mod bench_dashboard;
 mod bench_http;
 mod bench_keys;
+mod bench_memory;
 mod dev;
 mod ops;
 mod schedules;
