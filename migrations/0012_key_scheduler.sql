@@ -196,16 +196,22 @@ DROP FUNCTION kiln.claim_runs(text, text[], integer, bigint, timestamptz);
 -- Fairness: candidates are taken by rank within their concurrency key first (each key's oldest
 -- run before any key's second), then by the key's turn (least recently served first), then by
 -- order_at.
+--
+-- Prefetch: queues without any limit may give up to p_prefetch runs beyond p_max, for the
+-- worker's local buffer (returned with `prefetched`). Limited queues give only what p_max allows:
+-- a limited run is leased only when a slot waits for it.
 CREATE FUNCTION kiln.claim_runs(
     p_worker_id text,
     p_task_ids text[],
     p_max integer,
     p_lease_ms bigint,
-    p_now timestamptz DEFAULT now())
+    p_now timestamptz DEFAULT now(),
+    p_prefetch integer DEFAULT 0)
 RETURNS TABLE (run_id uuid, task_id text, queue text, concurrency_key text, attempt integer,
                counted_attempt integer, max_attempts integer, retry jsonb, max_duration_ms bigint,
                payload jsonb, metadata jsonb, parent_run_id uuid, root_run_id uuid,
-               created_at timestamptz, available_at timestamptz, traceparent text)
+               created_at timestamptz, available_at timestamptz, traceparent text,
+               prefetched boolean)
 LANGUAGE plpgsql
 -- Every statement here is built for index access. Right after a bulk insert, before autovacuum
 -- has analyzed kiln.ready, the planner would otherwise pick a sequential or bitmap scan of the
@@ -216,7 +222,8 @@ AS $$
 DECLARE
     cand record;
     q record;
-    remaining integer := p_max;
+    remaining integer := greatest(p_max, 0);
+    extra integer := greatest(coalesce(p_prefetch, 0), 0);
     queue_free integer;
     unlimited boolean;
     keyed boolean;
@@ -234,7 +241,7 @@ BEGIN
                           AND r.task_id = ANY(p_task_ids))
          ORDER BY random()
     LOOP
-        EXIT WHEN remaining <= 0;
+        EXIT WHEN remaining <= 0 AND extra <= 0;
 
         SELECT qu.name, coalesce(qu.limit_override, qu.concurrency_limit) AS per_key_limit,
                qu.total_limit, qu.paused
@@ -261,7 +268,7 @@ BEGIN
             unlimited := NOT keyed AND q.total_limit IS NULL;
         END IF;
 
-        queue_free := remaining;
+        queue_free := remaining + CASE WHEN unlimited THEN extra ELSE 0 END;
         IF q.total_limit IS NOT NULL THEN
             queue_free := least(queue_free,
                                 q.total_limit - (SELECT count(*) FROM kiln.leases l WHERE l.queue = q.name));
@@ -399,10 +406,13 @@ BEGIN
             )
             SELECT s.id, s.task_id, s.queue, s.concurrency_key, s.attempts, s.counted, s.max_attempts,
                    s.retry, s.max_duration_ms, s.payload, s.metadata, s.parent_run_id, s.root_run_id,
-                   s.created_at, s.available_at, s.traceparent
+                   s.created_at, s.available_at, s.traceparent,
+                   row_number() OVER () > remaining
               FROM started s;
             GET DIAGNOSTICS n = ROW_COUNT;
-            remaining := remaining - n;
+            -- Runs beyond p_max came from the prefetch allowance (queues without limits only).
+            extra := extra - greatest(n - remaining, 0);
+            remaining := greatest(remaining - n, 0);
         END IF;
 
         IF keyed THEN

@@ -90,6 +90,10 @@ pub(crate) struct ThroughputArgs {
     /// log layer is installed, unless KILN_NO_LOG_CAPTURE is set).
     #[arg(long, default_value_t = 0)]
     log_lines: u32,
+    /// Runs the worker claims ahead of free slots into its local buffer (`Worker::prefetch`; the
+    /// peer's run.sh uses a local queue of 500).
+    #[arg(long, default_value_t = 0)]
+    prefetch: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -264,6 +268,7 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
         .pool(pool.clone())
         .register(BenchNoop)
         .concurrency(args.concurrency)
+        .prefetch(args.prefetch)
         .configure(|c| c.migrate = false)
         .build()
         .await
@@ -289,15 +294,15 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
     if args.json {
         table::json(&serde_json::json!({
             "runs": args.runs, "concurrency": args.concurrency, "deadlocks": deadlocks,
-            "log_lines": args.log_lines,
+            "log_lines": args.log_lines, "prefetch": args.prefetch,
             "insert_ms": insert.as_millis(), "insert_runs_per_s": rate(insert).round(),
             "execute_ms": execute.as_millis(), "execute_runs_per_s": rate(execute).round(),
             "bodies_ms": bodies.as_millis(), "bodies_runs_per_s": rate(bodies).round(),
         }));
     } else {
         println!(
-            "kiln runs={} concurrency={} log_lines={}",
-            args.runs, args.concurrency, args.log_lines
+            "kiln runs={} concurrency={} log_lines={} prefetch={}",
+            args.runs, args.concurrency, args.log_lines, args.prefetch
         );
         println!("insert: {:.0} runs/s", rate(insert));
         println!(

@@ -15,6 +15,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Most runs one claim statement takes.
 pub const DEFAULT_CLAIM_BATCH: usize = 500;
+/// The largest local buffer of prefetched runs a worker may keep.
+pub const MAX_PREFETCH: usize = 10_000;
 /// Most attempt outcomes one completion statement records.
 pub const DEFAULT_COMPLETION_BATCH: usize = 1_000;
 /// How long in-flight runs may finish after SIGTERM before they are handed back.
@@ -59,6 +61,13 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Most runs per claim.
     pub claim_batch: usize,
+    /// Runs of queues without limits claimed ahead of free slots and kept in a local buffer, so
+    /// a slot that frees starts its next run without a round trip (0, the default, keeps none).
+    /// Buffered runs are leased: they show as `executing`, their lease is heartbeated, their ttl
+    /// no longer applies, their `max_duration` starts with the body, and a stopping worker hands
+    /// them back at once. Worth it for many short runs; with long ones, a buffer holds runs
+    /// another worker could start.
+    pub prefetch: usize,
     /// Most outcomes per completion statement.
     pub completion_batch: usize,
     /// Time given to in-flight runs on shutdown.
@@ -101,6 +110,7 @@ impl Default for WorkerConfig {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             poll_interval: DEFAULT_POLL_INTERVAL,
             claim_batch: DEFAULT_CLAIM_BATCH,
+            prefetch: 0,
             completion_batch: DEFAULT_COMPLETION_BATCH,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             cancel_grace: DEFAULT_CANCEL_GRACE,
@@ -135,6 +145,12 @@ impl WorkerConfig {
         }
         if self.claim_batch == 0 || self.completion_batch == 0 {
             return Err("claim_batch and completion_batch must be at least 1".into());
+        }
+        if self.prefetch > MAX_PREFETCH {
+            return Err(format!(
+                "prefetch ({}) must be at most {MAX_PREFETCH}: a larger buffer holds runs other                  workers could start",
+                self.prefetch
+            ));
         }
         for (name, every) in [
             ("maintenance_interval", self.maintenance_interval),

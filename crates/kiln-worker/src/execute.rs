@@ -253,6 +253,12 @@ fn outcome(run: &ClaimedRun, end: BodyEnd) -> AttemptEnd {
     }
 }
 
+/// The outcome of a run claimed ahead of a free slot and never started (the worker is stopping):
+/// handed back at once, without counting an attempt.
+pub(crate) fn handed_back(run: &ClaimedRun) -> AttemptEnd {
+    outcome(run, BodyEnd::Stopped(StopReason::Shutdown))
+}
+
 fn finish(
     run: &ClaimedRun,
     outcome: AttemptOutcome,

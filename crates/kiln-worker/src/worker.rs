@@ -1,17 +1,18 @@
 //! The worker: claims runs, executes them, keeps their leases alive, records their outcomes,
 //! and drains on shutdown.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_core::Task;
-use kiln_store::lease::{lease_claim, lease_heartbeat, AttemptEnd, ClaimedRun};
+use kiln_store::lease::{lease_claim_prefetch, lease_heartbeat, AttemptEnd, ClaimedRun};
 use kiln_store::schedule::schedule_sync_declarative;
 use kiln_store::task::task_register;
 use kiln_store::worker::{worker_register, worker_seen, worker_set_state, WorkerSpec};
 use kiln_store::Pool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -19,9 +20,9 @@ use uuid::Uuid;
 use crate::children::{AttemptChildren, LocalSlot, Waiters};
 use crate::completer::run_completer;
 use crate::config::{WorkerConfig, CLAIM_GATHER, CONTENDED_RETRY};
-use crate::execute::execute;
+use crate::execute::{execute, handed_back};
 use crate::fence::{fence_margin, watch_leases, Fence};
-use crate::inflight::{InFlightRuns, StopReason};
+use crate::inflight::{InFlight, InFlightRuns, StopReason};
 use crate::logs::{flush_logs, LogBuffer};
 use crate::maintenance::{run_maintenance, run_scheduler};
 use crate::registry::Registry;
@@ -84,6 +85,14 @@ impl WorkerBuilder {
     /// Runs this process executes at once (its own limit, beside the global queue limits).
     pub fn concurrency(mut self, runs: usize) -> Self {
         self.config.concurrency = runs;
+        self
+    }
+
+    /// Claims up to `runs` runs of queues without limits ahead of free slots, into a local
+    /// buffer, so a slot that frees starts its next run without a round trip (default 0: none).
+    /// See [`WorkerConfig::prefetch`] for what a buffered run looks like.
+    pub fn prefetch(mut self, runs: usize) -> Self {
+        self.config.prefetch = runs;
         self
     }
 
@@ -422,13 +431,88 @@ impl Worker {
             )
         });
         let mut bodies = tokio::task::JoinSet::new();
+        // Starts one claimed run in `permit`'s slot.
+        let start = |bodies: &mut tokio::task::JoinSet<()>,
+                     run: ClaimedRun,
+                     permit: OwnedSemaphorePermit,
+                     flight: Arc<InFlight>| {
+            let slot = Arc::new(LocalSlot::new(
+                permit,
+                Arc::clone(&slots),
+                Arc::clone(&slot_freed),
+            ));
+            let children = Arc::new(AttemptChildren {
+                pool: inner.pool.clone(),
+                run_id: run.run_id,
+                attempt: run.attempt,
+                worker_id: Arc::clone(&worker_id),
+                lease: config.lease,
+                poll: config.poll_interval,
+                waiters: waiters.clone(),
+                slot: Arc::clone(&slot),
+                token: flight.token.clone(),
+                flight: Arc::clone(&flight),
+            });
+            let span = run_span(&run);
+            let registry = inner.registry.clone();
+            let outcomes = outcomes_tx.clone();
+            let cancel_grace = config.cancel_grace;
+            let margin = fence_margin(config.lease);
+            let log = logs.attempt(
+                run.run_id,
+                run.attempt,
+                config.log_max_lines,
+                config.log_max_bytes,
+            );
+            let labels = AttemptLabels::of(&run);
+            bodies.spawn(
+                async move {
+                    tracing::debug!("attempt started");
+                    let started = tokio::time::Instant::now();
+                    let end = execute(
+                        &registry,
+                        run,
+                        Arc::clone(&flight),
+                        cancel_grace,
+                        margin,
+                        children,
+                        log,
+                    )
+                    .await;
+                    flight.mark_finished();
+                    labels.record(&end, started.elapsed());
+                    tracing::debug!(outcome = end.outcome.as_str(), retry = end.retry_at.is_some(), "attempt ended");
+                    if let Some(error) = &end.error {
+                        tracing::warn!(kind = ?error.kind, error = %error.message, retry = end.retry_at.is_some(), "attempt failed");
+                    }
+                    // The completer forgets the run once the outcome is recorded.
+                    let _ = outcomes.send(end);
+                    slot.release();
+                }
+                .instrument(span),
+            );
+        };
+        // Runs of queues without limits claimed ahead of free slots (`WorkerConfig::prefetch`):
+        // leased, heartbeated and fenced like running ones, started as slots free.
+        let mut buffer: VecDeque<(ClaimedRun, Arc<InFlight>)> = VecDeque::new();
+        let prefetch = config.prefetch;
 
         let mut more_waiting = true;
         let half_batch = config.claim_batch.min(config.concurrency).div_ceil(2);
         let mut error_backoff = Backoff::new(FIRST_ERROR_BACKOFF);
         while !shutdown.is_cancelled() {
             while bodies.try_join_next().is_some() {}
-            if slots.available_permits() == 0 {
+            // Buffered runs take free slots first: no round trip.
+            while !buffer.is_empty() {
+                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                    break;
+                };
+                let (run, flight) = buffer.pop_front().expect("the buffer is not empty");
+                start(&mut bodies, run, permit, flight);
+            }
+            // Refill the buffer while bodies run, once it is half empty.
+            let refill = prefetch > 0 && more_waiting && buffer.len() <= prefetch / 2;
+            if slots.available_permits() == 0 && !refill {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = slot_freed.notified() => continue,
@@ -440,7 +524,7 @@ impl Worker {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(config.poll_interval) => {}
                 }
-            } else if slots.available_permits() < half_batch {
+            } else if slots.available_permits() < half_batch && !refill {
                 // Under a backlog, let a few more slots free up (briefly) so that each claim
                 // takes a worthwhile batch instead of many claims taking a few runs each.
                 let deadline = tokio::time::Instant::now() + CLAIM_GATHER;
@@ -463,18 +547,25 @@ impl Worker {
             }
             // Reserve the slots first: a waiting parent may take one back at any moment.
             let free = slots.available_permits().min(config.claim_batch);
-            if free == 0 {
+            let room = prefetch.saturating_sub(buffer.len());
+            if free == 0 && room == 0 {
                 continue;
             }
-            let Ok(mut reserved) = Arc::clone(&slots).try_acquire_many_owned(free as u32) else {
-                continue;
+            let mut reserved = if free > 0 {
+                let Ok(reserved) = Arc::clone(&slots).try_acquire_many_owned(free as u32) else {
+                    continue;
+                };
+                Some(reserved)
+            } else {
+                None
             };
             let claim_sent = tokio::time::Instant::now();
-            let claim = lease_claim(
+            let claim = lease_claim_prefetch(
                 &inner.pool,
                 &inner.worker_id,
                 &task_ids,
                 free as u32,
+                room as u32,
                 config.lease,
                 None,
             )
@@ -482,71 +573,22 @@ impl Worker {
             metrics::histogram!(kiln_client::metrics::CLAIM_DURATION)
                 .record(claim_sent.elapsed().as_secs_f64());
             match claim {
-                Ok(claim) => {
+                Ok(mut claim) => {
                     metrics::counter!(kiln_client::metrics::CLAIMS).increment(1);
                     metrics::counter!(kiln_client::metrics::CLAIMED_RUNS)
                         .increment(claim.runs.len() as u64);
                     error_backoff.reset();
-                    more_waiting = claim.runs.len() == free;
+                    more_waiting = claim.runs.len() == free + room;
+                    // Runs claimed for a slot start now; prefetched ones fill what is left,
+                    // then wait in the buffer.
+                    claim.runs.sort_by_key(|run| run.prefetched);
                     for run in claim.runs {
-                        let permit = reserved.split(1).expect("claimed within reserved slots");
-                        let slot = Arc::new(LocalSlot::new(
-                            permit,
-                            Arc::clone(&slots),
-                            Arc::clone(&slot_freed),
-                        ));
                         let flight =
                             inflight.insert(run.run_id, run.attempt, claim_sent + config.lease);
-                        let children = Arc::new(AttemptChildren {
-                            pool: inner.pool.clone(),
-                            run_id: run.run_id,
-                            attempt: run.attempt,
-                            worker_id: Arc::clone(&worker_id),
-                            lease: config.lease,
-                            poll: config.poll_interval,
-                            waiters: waiters.clone(),
-                            slot: Arc::clone(&slot),
-                            token: flight.token.clone(),
-                            flight: Arc::clone(&flight),
-                        });
-                        let span = run_span(&run);
-                        let registry = inner.registry.clone();
-                        let outcomes = outcomes_tx.clone();
-                        let cancel_grace = config.cancel_grace;
-                        let margin = fence_margin(config.lease);
-                        let log = logs.attempt(
-                            run.run_id,
-                            run.attempt,
-                            config.log_max_lines,
-                            config.log_max_bytes,
-                        );
-                        let labels = AttemptLabels::of(&run);
-                        bodies.spawn(
-                            async move {
-                                tracing::debug!("attempt started");
-                                let started = tokio::time::Instant::now();
-                                let end = execute(
-                                    &registry,
-                                    run,
-                                    Arc::clone(&flight),
-                                    cancel_grace,
-                                    margin,
-                                    children,
-                                    log,
-                                )
-                                .await;
-                                flight.mark_finished();
-                                labels.record(&end, started.elapsed());
-                                tracing::debug!(outcome = end.outcome.as_str(), retry = end.retry_at.is_some(), "attempt ended");
-                                if let Some(error) = &end.error {
-                                    tracing::warn!(kind = ?error.kind, error = %error.message, retry = end.retry_at.is_some(), "attempt failed");
-                                }
-                                // The completer forgets the run once the outcome is recorded.
-                                let _ = outcomes.send(end);
-                                slot.release();
-                            }
-                            .instrument(span),
-                        );
+                        match reserved.as_mut().and_then(|r| r.split(1)) {
+                            Some(permit) => start(&mut bodies, run, permit, flight),
+                            None => buffer.push_back((run, flight)),
+                        }
                     }
                     // Slots reserved but not filled go back now.
                     drop(reserved);
@@ -563,6 +605,15 @@ impl Worker {
                     }
                 }
             }
+        }
+
+        // Buffered runs never started: hand them back at once, without counting an attempt.
+        if !buffer.is_empty() {
+            tracing::info!(runs = buffer.len(), "handing back prefetched runs");
+        }
+        for (run, flight) in buffer.drain(..) {
+            flight.mark_finished();
+            let _ = outcomes_tx.send(handed_back(&run));
         }
 
         // Drain: in-flight runs get the grace period, then are stopped and handed back.
