@@ -127,6 +127,16 @@ async fn a_worker_buffers_unlimited_runs_only_and_hands_its_buffer_back_when_it_
     );
     assert_eq!(executing, free_leased + limited_leased);
 
+    // A buffered run canceled before it starts ends canceled, and its body never runs (the
+    // buffer starts its runs oldest first, so the newest leased one is still waiting in it).
+    let buffered: uuid::Uuid = sqlx::query_scalar(
+        "SELECT max(run_id::text)::uuid FROM kiln.leases WHERE queue = 'prefetch-free'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    client.runs().cancel(buffered).await.unwrap();
+
     // Stopping hands the buffer back at once: the running bodies finish (1.5 s), the buffered
     // runs are queued again with an `interrupted` attempt that does not count.
     let stopped_at = std::time::Instant::now();
@@ -172,7 +182,7 @@ async fn a_worker_buffers_unlimited_runs_only_and_hands_its_buffer_back_when_it_
         tokio::spawn(async move { worker.run_until(stop).await })
     };
     wait_until(
-        "all 300 runs completed",
+        "all 299 other runs completed",
         Duration::from_secs(60),
         || async {
             count(
@@ -180,7 +190,7 @@ async fn a_worker_buffers_unlimited_runs_only_and_hands_its_buffer_back_when_it_
                 "SELECT count(*) FROM kiln.runs WHERE status = 'completed'",
             )
             .await
-                == 300
+                == 299
         },
     )
     .await;
@@ -191,13 +201,29 @@ async fn a_worker_buffers_unlimited_runs_only_and_hands_its_buffer_back_when_it_
         "SELECT count(*) FROM kiln.attempts WHERE status = 'completed'",
     )
     .await;
-    assert_eq!(completed_attempts, 300, "each run completed once");
+    assert_eq!(completed_attempts, 299, "each run completed once");
+    let canceled: (String, i64) = sqlx::query_as(
+        "SELECT status::text, (SELECT count(*) FROM kiln.attempts a WHERE a.run_id = r.id
+                                 AND a.status NOT IN ('canceled', 'interrupted'))
+           FROM kiln.runs r WHERE id = $1",
+    )
+    .bind(buffered)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    // Its attempt ended canceled, or was handed back with the buffer: either way no body ran.
+    assert_eq!(
+        canceled,
+        ("canceled".to_owned(), 0),
+        "the canceled run stays canceled"
+    );
     assert_eq!(
         (
             FREE_STARTED.load(Ordering::SeqCst),
             LIMITED_STARTED.load(Ordering::SeqCst)
         ),
-        (200, 100),
-        "every body ran once: no buffered run started before it was handed back"
+        (199, 100),
+        "every body ran once, the canceled one never: no buffered run started before it was \
+         handed back"
     );
 }

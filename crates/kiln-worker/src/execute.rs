@@ -39,6 +39,11 @@ pub(crate) async fn execute(
         );
         return outcome(&run, BodyEnd::Stopped(StopReason::Fenced));
     }
+    // Stopped before it started (canceled while it waited in the prefetch buffer, say): the body
+    // never runs.
+    if flight.token.is_cancelled() {
+        return outcome(&run, BodyEnd::Stopped(flight.reason()));
+    }
     let Some(task) = registry.get(&run.task_id).cloned() else {
         let error = ErrorRecord::new(
             ErrorKind::SystemFailure,
