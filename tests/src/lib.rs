@@ -209,6 +209,11 @@ impl InProcessWorker {
                 .build()
                 .await
                 .expect("build the worker");
+        InProcessWorker::spawn(worker)
+    }
+
+    /// Runs a worker the test built itself.
+    pub fn spawn(worker: kiln::Worker) -> InProcessWorker {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move { worker.run_until(token).await });

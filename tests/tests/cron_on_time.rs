@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kiln::{task, Context, CreateSchedule, Result, ScheduleTick, Worker};
-use kiln_tests::TestDb;
+use kiln_tests::{InProcessWorker, TestDb};
 
 task! {
     /// Does nothing; fired by an imperative schedule.
@@ -23,18 +23,17 @@ const TICKS: usize = 5;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_tick_starts_within_50_ms_of_its_boundary_exactly_once() {
     let db = TestDb::new().await;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut running = Vec::new();
+    let mut workers = Vec::new();
     for _ in 0..2 {
-        let worker = Worker::builder()
-            .pool(db.pool.clone())
-            .register(OnTime)
-            .maintenance_interval(Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap();
-        let stop = stop.clone();
-        running.push(tokio::spawn(async move { worker.run_until(stop).await }));
+        workers.push(InProcessWorker::spawn(
+            Worker::builder()
+                .pool(db.pool.clone())
+                .register(OnTime)
+                .maintenance_interval(Duration::from_secs(10))
+                .build()
+                .await
+                .unwrap(),
+        ));
     }
     let client = kiln::Client::new(db.pool.clone());
     let schedule = client
@@ -87,9 +86,8 @@ async fn each_tick_starts_within_50_ms_of_its_boundary_exactly_once() {
         inserted_ms.push(inserted);
         started_ms.push(started);
     }
-    stop.cancel();
-    for worker in running {
-        worker.await.expect("worker task").expect("worker ran");
+    for worker in workers {
+        worker.stop().await;
     }
     let (ticks, runs): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM kiln.schedule_ticks WHERE schedule_id = $1),

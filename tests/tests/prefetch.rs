@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kiln::{task, Context, Result, Worker};
-use kiln_tests::{wait_until, TestDb};
+use kiln_tests::{wait_until, InProcessWorker, TestDb};
 use serde::{Deserialize, Serialize};
 
 static FREE_STARTED: AtomicU64 = AtomicU64::new(0);
@@ -45,6 +45,21 @@ task! {
     }
 }
 
+/// A worker serving both tasks, with `concurrency` slots and a buffer of `prefetch`.
+async fn start_worker(db: &TestDb, concurrency: usize, prefetch: usize) -> InProcessWorker {
+    InProcessWorker::spawn(
+        Worker::builder()
+            .pool(db.pool.clone())
+            .register(FreeNap)
+            .register(LimitedNap)
+            .concurrency(concurrency)
+            .prefetch(prefetch)
+            .build()
+            .await
+            .unwrap(),
+    )
+}
+
 async fn count(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
@@ -67,20 +82,7 @@ async fn a_worker_buffers_unlimited_runs_only_and_hands_its_buffer_back_when_it_
         .await
         .unwrap();
 
-    let stop = tokio_util::sync::CancellationToken::new();
-    let worker = Worker::builder()
-        .pool(db.pool.clone())
-        .register(FreeNap)
-        .register(LimitedNap)
-        .concurrency(4)
-        .prefetch(50)
-        .build()
-        .await
-        .unwrap();
-    let running = {
-        let stop = stop.clone();
-        tokio::spawn(async move { worker.run_until(stop).await })
-    };
+    let worker = start_worker(&db, 4, 50).await;
     // Four bodies run; 50 runs of the unlimited queue wait in the buffer, leased.
     wait_until("the buffer filled", Duration::from_secs(10), || async {
         count(
@@ -140,8 +142,7 @@ async fn a_worker_buffers_unlimited_runs_only_and_hands_its_buffer_back_when_it_
     // Stopping hands the buffer back at once: the running bodies finish (1.5 s), the buffered
     // runs are queued again with an `interrupted` attempt that does not count.
     let stopped_at = std::time::Instant::now();
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    worker.stop().await;
     assert!(
         stopped_at.elapsed() < Duration::from_secs(5),
         "the worker stopped without running its buffer"
@@ -167,20 +168,7 @@ async fn a_worker_buffers_unlimited_runs_only_and_hands_its_buffer_back_when_it_
     assert_eq!(counted_retries, 0, "a handed-back attempt does not count");
 
     // Another worker runs everything, each run exactly once.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let worker = Worker::builder()
-        .pool(db.pool.clone())
-        .register(FreeNap)
-        .register(LimitedNap)
-        .concurrency(100)
-        .prefetch(20)
-        .build()
-        .await
-        .unwrap();
-    let running = {
-        let stop = stop.clone();
-        tokio::spawn(async move { worker.run_until(stop).await })
-    };
+    let worker = start_worker(&db, 100, 20).await;
     wait_until(
         "all 299 other runs completed",
         Duration::from_secs(60),
@@ -194,8 +182,7 @@ async fn a_worker_buffers_unlimited_runs_only_and_hands_its_buffer_back_when_it_
         },
     )
     .await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    worker.stop().await;
     let completed_attempts = count(
         &db,
         "SELECT count(*) FROM kiln.attempts WHERE status = 'completed'",

@@ -5,10 +5,9 @@
 //! process-wide.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use kiln::{task, Context, Result, RunStatus, TracePropagator, Worker};
-use kiln_tests::{wait_for_status, TestDb};
+use kiln_tests::{wait_for_status, InProcessWorker, TestDb};
 
 const FROM_SPAN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const FROM_OPTION: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -116,26 +115,18 @@ async fn a_runs_trace_context_comes_from_its_trigger_and_reaches_its_attempts_sp
     assert_eq!(stored(outside).await, None);
     assert_eq!(stored(from_sql).await.as_deref(), Some(FROM_SQL));
 
-    let worker = Worker::builder()
-        .pool(db.pool.clone())
-        .register(Traced)
-        .build()
-        .await
-        .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = {
-        let stop = stop.clone();
-        tokio::spawn(async move { worker.run_until(stop).await })
-    };
+    let worker = InProcessWorker::spawn(
+        Worker::builder()
+            .pool(db.pool.clone())
+            .register(Traced)
+            .build()
+            .await
+            .unwrap(),
+    );
     for id in [ambient, explicit, ignored, outside, from_sql] {
         wait_for_status(&client, id, RunStatus::Completed).await;
     }
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("worker stops")
-        .expect("worker task")
-        .expect("worker ran");
+    worker.stop().await;
 
     let mut attached = ATTACHED.lock().unwrap().clone();
     attached.sort();
