@@ -177,6 +177,32 @@ $$;
 -- that the run's span links back to the request that triggered it.
 ALTER TABLE kiln.runs ADD COLUMN traceparent text;
 
+-- The queues where these tasks have a run to start now, found with a loose index scan per task
+-- (one probe per queue the task has runs in), never a pass over another task's backlog. Before,
+-- a claim checked each queue for runs of its tasks by scanning that queue's ready runs: behind a
+-- backlog of 1,000,000 runs of another app's task, claims slowed to a tenth.
+CREATE INDEX ready_task_queue ON kiln.ready (task_id, queue, available_at);
+
+CREATE FUNCTION kiln.task_queues(p_task_ids text[], p_now timestamptz)
+RETURNS TABLE (queue text)
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT w.queue
+      FROM unnest(p_task_ids) AS t(task_id)
+     CROSS JOIN LATERAL (
+           WITH RECURSIVE walk AS (
+               (SELECT r.queue FROM kiln.ready r WHERE r.task_id = t.task_id
+                 ORDER BY r.queue LIMIT 1)
+               UNION ALL
+               SELECT (SELECT r.queue FROM kiln.ready r
+                        WHERE r.task_id = t.task_id AND r.queue > w.queue
+                        ORDER BY r.queue LIMIT 1)
+                 FROM walk w WHERE w.queue IS NOT NULL
+           )
+           SELECT w.queue FROM walk w WHERE w.queue IS NOT NULL) w
+     WHERE EXISTS (SELECT 1 FROM kiln.ready r
+                    WHERE r.task_id = t.task_id AND r.queue = w.queue AND r.available_at <= p_now)
+$$;
+
 DROP FUNCTION kiln.claim_runs(text, text[], integer, bigint, timestamptz);
 
 -- Claim up to p_max runs of the given tasks for worker p_worker_id, leasing each for p_lease_ms.
@@ -236,9 +262,7 @@ BEGIN
     FOR cand IN
         SELECT qu.name FROM kiln.queues qu
          WHERE NOT qu.paused
-           AND EXISTS (SELECT 1 FROM kiln.ready r
-                        WHERE r.queue = qu.name AND r.available_at <= p_now
-                          AND r.task_id = ANY(p_task_ids))
+           AND qu.name IN (SELECT tq.queue FROM kiln.task_queues(p_task_ids, p_now) tq)
          ORDER BY random()
     LOOP
         EXIT WHEN remaining <= 0 AND extra <= 0;

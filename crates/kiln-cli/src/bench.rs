@@ -10,6 +10,7 @@ use kiln_store::run::{run_insert_many, run_purge_task, run_status_counts, RunSpe
 use kiln_store::stats::stats_deadlocks;
 use kiln_store::task::task_register;
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,9 @@ pub(crate) enum BenchCommand {
     Keys(crate::bench_keys::KeysArgs),
     /// Resident memory of a worker holding N runs in flight (sleeping bodies)
     Memory(crate::bench_memory::MemoryArgs),
+    /// Trigger and execute rates on top of a 1,000,000-run backlog and a 1,000,000-run history,
+    /// against the same on empty tables
+    Backlog(crate::bench_backlog::BacklogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +146,45 @@ pub(crate) async fn execute_all(
     running.stop().await?;
     Ok((bodies, started.elapsed()))
 }
+/// Inserts `runs` no-op runs in one statement, then runs them with one worker of `concurrency`
+/// (and a prefetch buffer of `prefetch`); returns the insert's time, the bodies' time, and the
+/// time until every completion was recorded.
+pub(crate) async fn insert_and_drain(
+    pool: &PgPool,
+    runs: u32,
+    concurrency: usize,
+    prefetch: usize,
+) -> std::result::Result<(Duration, Duration, Duration), Failure> {
+    let specs: Vec<RunSpec> = (0..u64::from(runs))
+        .map(|i| RunSpec {
+            payload: serde_json::json!({ "i": i }),
+            options: TriggerOptions::new(),
+        })
+        .collect();
+    let started = Instant::now();
+    run_insert_many(
+        pool,
+        BenchNoop::ID,
+        Some(&BenchNoop::DEFINITION),
+        &specs,
+        false,
+    )
+    .await
+    .map_err(Failure::new)?;
+    let insert = started.elapsed();
+    let worker = Worker::builder()
+        .pool(pool.clone())
+        .register(BenchNoop)
+        .concurrency(concurrency)
+        .prefetch(prefetch)
+        .configure(|c| c.migrate = false)
+        .build()
+        .await
+        .map_err(Failure::new)?;
+    let (bodies, execute) = execute_all(worker, runs).await?;
+    Ok((insert, bodies, execute))
+}
+
 static LATENCIES: Mutex<Option<mpsc::UnboundedSender<f64>>> = Mutex::new(None);
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -227,6 +270,7 @@ pub(crate) async fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Dashboard(args) => crate::bench_dashboard::dashboard(args).await,
         BenchCommand::Keys(args) => crate::bench_keys::keys(args).await,
         BenchCommand::Memory(args) => crate::bench_memory::memory(args).await,
+        BenchCommand::Backlog(args) => crate::bench_backlog::backlog(args).await,
     }
 }
 
@@ -246,34 +290,8 @@ async fn throughput(args: ThroughputArgs) -> CliResult {
     LOG_LINES.store(args.log_lines, Ordering::Release);
     let deadlocks_before = stats_deadlocks(&pool).await.map_err(Failure::new)?;
 
-    let specs: Vec<RunSpec> = (0..u64::from(args.runs))
-        .map(|i| RunSpec {
-            payload: serde_json::json!({ "i": i }),
-            options: TriggerOptions::new(),
-        })
-        .collect();
-    let started = Instant::now();
-    run_insert_many(
-        &pool,
-        BenchNoop::ID,
-        Some(&BenchNoop::DEFINITION),
-        &specs,
-        false,
-    )
-    .await
-    .map_err(Failure::new)?;
-    let insert = started.elapsed();
-
-    let worker = Worker::builder()
-        .pool(pool.clone())
-        .register(BenchNoop)
-        .concurrency(args.concurrency)
-        .prefetch(args.prefetch)
-        .configure(|c| c.migrate = false)
-        .build()
-        .await
-        .map_err(Failure::new)?;
-    let (bodies, execute) = execute_all(worker, args.runs).await?;
+    let (insert, bodies, execute) =
+        insert_and_drain(&pool, args.runs, args.concurrency, args.prefetch).await?;
 
     let counts = run_status_counts(&pool, Some(BenchNoop::ID))
         .await

@@ -8,6 +8,7 @@
 
 mod api;
 mod bench;
+mod bench_backlog;
 mod bench_dashboard;
 mod bench_http;
 mod bench_keys;
