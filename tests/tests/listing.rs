@@ -108,7 +108,10 @@ async fn one_tasks_pages_walk_its_runs_both_ways_behind_another_tasks_newer_back
         trigger("newer-task", 2).await;
     }
     trigger("newer-task", 300).await;
-    mine.reverse(); // newest first
+    // Newest first: in id order (ids made in the same millisecond are ordered by their random
+    // bits, not by the order they were made).
+    mine.sort();
+    mine.reverse();
 
     for filter in [
         RunFilter {
