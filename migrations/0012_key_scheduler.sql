@@ -157,14 +157,16 @@ BEGIN
 END
 $$;
 
--- Wakeups of queues without a per-key limit are not read by claims: drop them. The queue rows are
--- share-locked, so a queue being given a limit at this moment keeps its wakeups (its claims then
--- rebuild its keys from `ready` once, see keys_synced). Returns how many were dropped.
+-- Wakeups of queues without a per-key limit are not read by claims: drop them. The rows of the
+-- queues that have wakeups are share-locked, so a queue being given a limit at this moment keeps
+-- its wakeups (its claims then rebuild its keys from `ready` once, see keys_synced). Returns how
+-- many were dropped.
 CREATE FUNCTION kiln.prune_key_wakeups() RETURNS integer
 LANGUAGE sql AS $$
     WITH unscheduled AS (
         SELECT qu.name FROM kiln.queues qu
          WHERE coalesce(qu.limit_override, qu.concurrency_limit) IS NULL
+           AND qu.name IN (SELECT DISTINCT w.queue FROM kiln.key_wakeups w)
          ORDER BY qu.name
            FOR SHARE
     ), dropped AS (
