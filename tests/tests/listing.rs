@@ -1,5 +1,6 @@
-//! Listing runs by status on a large history: no index serves `status`, so a page reads at
+//! Listing runs on a large history. No index serves `status`, so a status page reads at
 //! most `STATUS_SCAN_BUDGET` runs; a page that stopped there says so and its cursor goes on.
+//! A parent's children are paged by index and counted by status up to a bound.
 
 use kiln::{RunFilter, RunStatus, STATUS_SCAN_BUDGET};
 use kiln_tests::TestDb;
@@ -161,4 +162,96 @@ async fn one_tasks_pages_walk_its_runs_both_ways_behind_another_tasks_newer_back
             "{filter:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parents_children_are_paged_both_ways_and_counted_newest_first_up_to_a_bound() {
+    let db = TestDb::new().await;
+    let client = kiln::Client::new(db.pool.clone());
+    kiln_store::bench::bench_fill_history(&db.pool, 2_000)
+        .await
+        .unwrap();
+    let parent = kiln_store::bench::BENCH_HISTORY_PARENT;
+    let children: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM kiln.runs WHERE parent_run_id = $1 ORDER BY id DESC")
+            .bind(parent)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(children.len() > 300, "the history has a fan-out");
+
+    // Pages of the parent's children, newest first, each child once.
+    let filter = RunFilter {
+        parent_run_id: Some(parent),
+        limit: Some(37),
+        ..RunFilter::default()
+    };
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = client
+            .runs()
+            .list(&RunFilter {
+                cursor,
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        pages.push(page.runs.iter().map(|r| r.id).collect::<Vec<_>>());
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages.concat(), children);
+    let back = client
+        .runs()
+        .list(&RunFilter {
+            before: Some(pages[2][0]),
+            ..filter.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.runs.iter().map(|r| r.id).collect::<Vec<_>>(), pages[1]);
+
+    // Counted whole when the bound covers them all, even exactly.
+    let exact = client
+        .runs()
+        .count_children_by_status(parent)
+        .await
+        .unwrap();
+    for bound in [10_000, children.len() as u64] {
+        let counts = client
+            .runs()
+            .count_newest_children_by_status(parent, bound)
+            .await
+            .unwrap();
+        assert_eq!(counts.counted, children.len() as u64);
+        assert!(!counts.more, "bound {bound}");
+        assert_eq!(counts.by_status, exact);
+    }
+    // Below the fan-out: the newest 100, and the page says there are more.
+    let newest = client
+        .runs()
+        .count_newest_children_by_status(parent, 100)
+        .await
+        .unwrap();
+    let expected: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status::text, count(*) FROM kiln.runs WHERE id = ANY($1) GROUP BY 1",
+    )
+    .bind(&children[..100])
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(newest.counted, 100);
+    assert!(newest.more);
+    let mut got: Vec<(String, i64)> = newest
+        .by_status
+        .iter()
+        .map(|(s, n)| (s.as_str().to_owned(), *n as i64))
+        .collect();
+    let mut expected = expected;
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use kiln::Client;
-use kiln_store::bench::{bench_fill_history, BENCH_HISTORY_TASKS};
+use kiln_store::bench::{bench_fill_history, BENCH_HISTORY_PARENT, BENCH_HISTORY_TASKS};
 
 use crate::ops::DbArgs;
 use crate::{table, CliResult, Failure};
@@ -151,6 +151,9 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> CliResult {
             BENCH_HISTORY_TASKS[2]
         ),
         format!("/runs/{}", sample.id),
+        format!("/runs?parent={BENCH_HISTORY_PARENT}"),
+        format!("/runs?parent={BENCH_HISTORY_PARENT}&status=failed"),
+        format!("/runs/{BENCH_HISTORY_PARENT}"),
         "/tasks".to_owned(),
         "/queues".to_owned(),
         format!("/queues/{}", BENCH_HISTORY_TASKS[2]),

@@ -59,7 +59,19 @@ impl<'a> Runs<'a> {
         Ok(kiln_store::run::run_count_children(self.ops.pool, id).await?)
     }
 
-    /// How many child runs this run triggered, per status (lifecycle order).
+    /// This run's newest `at_most` children counted per status (lifecycle order), and whether it
+    /// has more: the cost follows `at_most`, not the size of the fan-out.
+    pub async fn count_newest_children_by_status(
+        &self,
+        id: Uuid,
+        at_most: u64,
+    ) -> Result<kiln_core::ChildCounts, ClientError> {
+        Ok(kiln_store::run::run_count_children_by_status(self.ops.pool, id, at_most).await?)
+    }
+
+    /// How many child runs this run triggered, per status (lifecycle order). Reads every child:
+    /// for a large fan-out, [`count_newest_children_by_status`](Self::count_newest_children_by_status)
+    /// is bounded.
     pub async fn count_children_by_status(
         &self,
         id: Uuid,

@@ -41,8 +41,8 @@ pub use limits::{
     MAX_OPTION_DURATION, MAX_PAYLOAD_BYTES,
 };
 pub use listing::{
-    parse_status_names, CancelOutcome, KeyLoad, QueueRow, RunFilter, RunPage, DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
+    parse_status_names, CancelOutcome, ChildCounts, KeyLoad, QueueRow, RunFilter, RunPage,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 pub use options::{
     BatchItem, Delay, TriggerOptions, DEFAULT_IDEMPOTENCY_KEY_TTL, MAX_BATCH_SIZE, MAX_TAGS,

@@ -89,6 +89,19 @@ pub struct RunPage {
     pub scan_limited: bool,
 }
 
+/// A run's children counted by status, newest first, up to a bound: a fan-out of 100,000
+/// children is not read whole to draw its parent's page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChildCounts {
+    /// Children per status, in lifecycle order, among the children counted.
+    pub by_status: Vec<(crate::RunStatus, u64)>,
+    /// How many children were counted (the sum of `by_status`).
+    pub counted: u64,
+    /// True when the run has more children than were counted: the counts are of the newest
+    /// `counted` children only.
+    pub more: bool,
+}
+
 /// What a cancel did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]

@@ -12,6 +12,10 @@ pub const BENCH_HISTORY_TASKS: [&str; 4] = [
     "bench-google-calendar-full-sync",
 ];
 
+/// The full sync whose children are half of the history's calendar syncs.
+pub const BENCH_HISTORY_PARENT: uuid::Uuid =
+    uuid::Uuid::from_u128(0x00000000_0000_7000_8000_000000000001);
+
 /// Rows written per statement.
 const FILL_CHUNK: u64 = 100_000;
 
@@ -20,6 +24,21 @@ const FILL_CHUNK: u64 = 100_000;
 /// `sync`, 2 % tagged `nightly`; calendar syncs keyed by one of 10,000 workspaces and half of
 /// them children of a full sync. Every run is decodable as a real one.
 pub async fn bench_fill_history(pool: &Pool, runs: u64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO kiln.runs (id, task_id, queue, status, payload, output, attempts, max_attempts,
+                                retry, created_at, available_at, started_at, finished_at, updated_at)
+         VALUES ($1, $2, $2, 'completed', '{}', '[]', 1, 1,
+                 '{\"factor\": 2.0, \"max_attempts\": 1, \"max_timeout_ms\": 60000,
+                   \"min_timeout_ms\": 1000, \"randomize\": true}', now() - interval '31 days',
+                 now() - interval '31 days', now() - interval '31 days', now() - interval '30 days',
+                 now() - interval '30 days')
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(BENCH_HISTORY_PARENT)
+    .bind(BENCH_HISTORY_TASKS[3])
+    .execute(pool)
+    .await
+    .map_err(db("filling the history"))?;
     let mut done = 0;
     while done < runs {
         let n = (runs - done).min(FILL_CHUNK);
@@ -68,9 +87,9 @@ async fn fill_chunk(pool: &Pool, offset: u64, n: u64) -> Result<()> {
                 CASE WHEN g.i % 10 < 3 THEN ARRAY['sync'] WHEN g.i % 50 = 3 THEN ARRAY['nightly']
                      ELSE '{}'::text[] END,
                 CASE WHEN g.task_id = 'bench-google-calendar-sync' AND g.i % 2 = 0
-                     THEN '00000000-0000-7000-8000-000000000001'::uuid END,
+                     THEN $4 END,
                 CASE WHEN g.task_id = 'bench-google-calendar-sync' AND g.i % 2 = 0
-                     THEN '00000000-0000-7000-8000-000000000001'::uuid END,
+                     THEN $4 END,
                 g.created_at,
                 CASE WHEN g.status = 'delayed' THEN now() + interval '1 day' ELSE g.created_at END,
                 CASE WHEN g.status IN ('queued', 'delayed', 'expired') THEN NULL
@@ -88,6 +107,7 @@ async fn fill_chunk(pool: &Pool, offset: u64, n: u64) -> Result<()> {
     .bind(offset as i64)
     .bind(n as i64)
     .bind(BENCH_HISTORY_TASKS.map(str::to_owned).to_vec())
+    .bind(BENCH_HISTORY_PARENT)
     .execute(&mut *tx)
     .await
     .map_err(db("filling the history"))?;

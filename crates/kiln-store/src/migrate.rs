@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "schedule_wakeups",
         sql: include_str!("../../../migrations/0014_schedule_wakeups.sql"),
     },
+    Migration {
+        version: 15,
+        name: "children_index",
+        sql: include_str!("../../../migrations/0015_children_index.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).
