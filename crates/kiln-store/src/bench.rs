@@ -12,7 +12,7 @@ pub const BENCH_HISTORY_TASKS: [&str; 4] = [
     "bench-google-calendar-full-sync",
 ];
 
-/// The full sync whose children are half of the history's calendar syncs.
+/// The full sync every calendar sync of the history is a child of.
 pub const BENCH_HISTORY_PARENT: uuid::Uuid =
     uuid::Uuid::from_u128(0x00000000_0000_7000_8000_000000000001);
 
@@ -21,8 +21,8 @@ const FILL_CHUNK: u64 = 100_000;
 
 /// Adds `runs` runs: 4 tasks, about 80 % completed, 8 % failed, 4 % canceled, 1 % crashed,
 /// 1 % timed out, 2 % queued (with their ready rows), 2 % delayed, 2 % expired; 30 % tagged
-/// `sync`, 2 % tagged `nightly`; calendar syncs keyed by one of 10,000 workspaces and half of
-/// them children of a full sync. Every run is decodable as a real one.
+/// `sync`, 2 % tagged `nightly`; calendar syncs keyed by one of 10,000 workspaces, each a child
+/// of one full sync ([`BENCH_HISTORY_PARENT`]). Every run is decodable as a real one.
 pub async fn bench_fill_history(pool: &Pool, runs: u64) -> Result<()> {
     sqlx::query(
         "INSERT INTO kiln.runs (id, task_id, queue, status, payload, output, attempts, max_attempts,

@@ -371,7 +371,7 @@ enum PageLead {
 /// of that column's index: the page is read from that index in id order. Given only
 /// `id < cursor`, the planner walked the primary key and filtered: a task whose runs were all
 /// older than another task's 1,000,000-run backlog took 4 s for its first page (0.4 ms now), and
-/// a parent's first page of children sorted all 125,000 of them.
+/// a parent's first page of children sorted all 250,000 of them.
 fn push_page_position(q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &RunFilter) -> bool {
     let backwards = filter.before.is_some() && filter.cursor.is_none();
     let direction = if backwards { "ASC" } else { "DESC" };

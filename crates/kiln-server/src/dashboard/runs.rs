@@ -26,7 +26,7 @@ const LOG_LINES_SHOWN: u32 = 1_000;
 /// Children listed on a run's page at most.
 const CHILDREN_SHOWN: u32 = 50;
 
-/// Children counted by status on a run's page, newest first: a parent of 125,000 children took
+/// Children counted by status on a run's page, newest first: a parent of 250,000 children took
 /// 178 ms to count whole (BENCHMARKS.md, dashboard).
 const CHILDREN_COUNTED: u32 = 10_000;
 /// The header the page's script sends to get one live section instead of the whole page.
