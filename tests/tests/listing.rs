@@ -127,23 +127,7 @@ async fn one_tasks_pages_walk_its_runs_both_ways_behind_another_tasks_newer_back
         },
     ] {
         // Forward: every run of the task once, newest first.
-        let mut pages = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = client
-                .runs()
-                .list(&RunFilter {
-                    cursor,
-                    ..filter.clone()
-                })
-                .await
-                .unwrap();
-            pages.push(page.runs.iter().map(|r| r.id).collect::<Vec<_>>());
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
+        let pages = pages_forward(&client, &filter).await;
         assert_eq!(pages.concat(), mine, "{filter:?}");
         assert_eq!(pages.len(), 4, "20 runs in pages of 6");
         // Back: from the third page, the page before it is the second.
@@ -186,23 +170,7 @@ async fn a_parents_children_are_paged_both_ways_and_counted_newest_first_up_to_a
         limit: Some(37),
         ..RunFilter::default()
     };
-    let mut pages = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = client
-            .runs()
-            .list(&RunFilter {
-                cursor,
-                ..filter.clone()
-            })
-            .await
-            .unwrap();
-        pages.push(page.runs.iter().map(|r| r.id).collect::<Vec<_>>());
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let pages = pages_forward(&client, &filter).await;
     assert_eq!(pages.concat(), children);
     let back = client
         .runs()
@@ -254,4 +222,26 @@ async fn a_parents_children_are_paged_both_ways_and_counted_newest_first_up_to_a
     got.sort();
     expected.sort();
     assert_eq!(got, expected);
+}
+
+/// The ids of every page of `filter`, first to last, following each page's cursor.
+async fn pages_forward(client: &kiln::Client, filter: &RunFilter) -> Vec<Vec<uuid::Uuid>> {
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = client
+            .runs()
+            .list(&RunFilter {
+                cursor,
+                ..filter.clone()
+            })
+            .await
+            .unwrap();
+        pages.push(page.runs.iter().map(|r| r.id).collect::<Vec<_>>());
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    pages
 }

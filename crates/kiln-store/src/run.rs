@@ -530,16 +530,7 @@ pub async fn run_count_children_by_status(
     .fetch_all(pool)
     .await
     .map_err(db("counting child runs"))?;
-    let mut by_status = rows
-        .into_iter()
-        .map(|(status, n)| {
-            let status: RunStatus = status
-                .parse()
-                .map_err(|e: kiln_core::UnknownStatus| StoreError::Invalid(e.to_string()))?;
-            Ok((status, n as u64))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    by_status.sort_by_key(|(status, _)| RunStatus::ALL.iter().position(|s| s == status));
+    let by_status = counts_by_status(rows)?;
     let counted: u64 = by_status.iter().map(|(_, n)| n).sum();
     let more = counted == at_most
         && sqlx::query_scalar::<_, bool>(
@@ -644,6 +635,11 @@ pub async fn run_status_counts_filtered(
         .fetch_all(pool)
         .await
         .map_err(db("counting runs"))?;
+    counts_by_status(rows)
+}
+
+/// Rows of (status name, count) as counts per status, in lifecycle order.
+fn counts_by_status(rows: Vec<(String, i64)>) -> Result<Vec<(RunStatus, u64)>> {
     let mut counts = rows
         .into_iter()
         .map(|(status, n)| {
