@@ -245,7 +245,25 @@ async fn lines_stored_as_chunks_read_back_in_order_across_chunks_and_replayed_fl
     .unwrap();
     // A replay of the shorter batch does not shrink what is stored.
     store(vec![line(1, 1), line(1, 2)]).await.unwrap();
-    store(vec![line(1, 6), line(2, 2)]).await.unwrap();
+    // A message and fields that need escaping in the stored text come back as they were.
+    let awkward = kiln_store::run_log::NewLogLine {
+        message: "quote \" backslash \\ newline \n tab \t é 🔥 [1,\"x\"]".to_owned(),
+        fields: serde_json::json!({ "nested": { "list": [1, "two\nlines"] }, "seq": 6 })
+            .to_string(),
+        ..line(1, 6)
+    };
+    store(vec![awkward.clone(), line(2, 2)]).await.unwrap();
+    // A chunk as stored before migration 0016 (parallel arrays) is still read.
+    sqlx::query(
+        "INSERT INTO kiln.run_log_chunks (run_id, attempt, first_seq, last_seq, seqs, ats, levels,
+                                          messages, fields)
+         VALUES ($1, 3, 1, 2, '{1,2}', ARRAY[now(), now()], '{info,error}',
+                 '{\"old line 1\",\"old line 2\"}', ARRAY['{\"old\": 1}', '{}'])",
+    )
+    .bind(run.id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
     let all = client.runs().logs(run.id, None, None, 100).await.unwrap();
     let order: Vec<(u32, u32)> = all.iter().map(|l| (l.attempt, l.seq)).collect();
@@ -259,11 +277,26 @@ async fn lines_stored_as_chunks_read_back_in_order_across_chunks_and_replayed_fl
             (1, 5),
             (1, 6),
             (2, 1),
-            (2, 2)
+            (2, 2),
+            (3, 1),
+            (3, 2)
         ]
     );
     assert_eq!(all[3].message, "a1 line 4");
     assert_eq!(all[3].fields, serde_json::json!({ "seq": 4 }));
+    assert_eq!(all[5].message, awkward.message);
+    assert_eq!(
+        all[5].fields,
+        serde_json::from_str::<serde_json::Value>(&awkward.fields).unwrap()
+    );
+    assert_eq!(
+        (all[5].at - awkward.at).num_microseconds(),
+        Some(0),
+        "the time is kept to the microsecond"
+    );
+    assert_eq!(all[9].message, "old line 2");
+    assert_eq!(all[9].level, LogLevel::Error);
+    assert_eq!(all[8].fields, serde_json::json!({ "old": 1 }));
     // Pages that start inside a chunk.
     let page = client
         .runs()
@@ -274,11 +307,19 @@ async fn lines_stored_as_chunks_read_back_in_order_across_chunks_and_replayed_fl
     assert_eq!(order, [(1, 5), (1, 6), (2, 1)]);
     let second = client.runs().logs(run.id, Some(2), None, 10).await.unwrap();
     assert_eq!(second.len(), 2);
+    // A page that crosses from text chunks into an array chunk.
+    let page = client
+        .runs()
+        .logs(run.id, None, Some((2, 1)), 2)
+        .await
+        .unwrap();
+    let order: Vec<(u32, u32)> = page.iter().map(|l| (l.attempt, l.seq)).collect();
+    assert_eq!(order, [(2, 2), (3, 1)]);
     // The per-line view for SQL readers.
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.run_logs WHERE run_id = $1")
         .bind(run.id)
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(rows, 8);
+    assert_eq!(rows, 10);
 }

@@ -94,6 +94,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "children_index",
         sql: include_str!("../../../migrations/0015_children_index.sql"),
     },
+    Migration {
+        version: 16,
+        name: "run_log_lines_text",
+        sql: include_str!("../../../migrations/0016_run_log_lines_text.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).

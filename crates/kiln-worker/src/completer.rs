@@ -33,7 +33,9 @@ pub(crate) async fn run_completer(
             }
         }
         // A run's lines are stored before its outcome, so a finished run's log is complete.
-        logs.flush().await;
+        // Its body wrote them before its outcome was sent, so they are among the lines pushed
+        // by now; the flusher stores them (and goes on with later ones) on its own connection.
+        logs.tried_through(logs.pushed()).await;
         for end in record_outcomes(&pool, std::mem::take(&mut batch)).await {
             inflight.remove_attempt(end.0, end.1);
         }

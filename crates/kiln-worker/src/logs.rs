@@ -1,7 +1,9 @@
-//! The per-process buffer of run log lines: bodies append to it (no I/O on their path), a
-//! flusher writes what gathered in one statement every [`WorkerConfig::log_flush_interval`], and
-//! the completer flushes it before recording outcomes, so a finished run's lines are stored when
-//! its status says it finished. Each attempt keeps at most `log_max_lines` lines and
+//! The per-process buffer of run log lines: bodies append to it (no I/O on their path), and a
+//! flusher writes what gathered in one statement every [`WorkerConfig::log_flush_interval`], or
+//! sooner when lines pile up or the completer asks. The completer waits until every line written
+//! before its batch of outcomes was stored (or its store was tried) before recording them, so a
+//! finished run's lines are stored when its status says it finished; meanwhile the flusher
+//! already writes the next lines, on its own connection. Each attempt keeps at most `log_max_lines` lines and
 //! `log_max_bytes` bytes; past either, one marker line says the rest was dropped.
 //!
 //! [`WorkerConfig::log_flush_interval`]: crate::WorkerConfig::log_flush_interval
@@ -27,13 +29,24 @@ const FLUSH_EARLY_AT: usize = 1_000;
 /// Lines stored per statement at most (a flush of more runs several statements).
 const LINES_PER_STATEMENT: usize = 10_000;
 
+/// Lines waiting, and how many lines were ever pushed: the line at the back is line `pushed`,
+/// counted from 1 in the order lines were written.
+struct Pending {
+    lines: VecDeque<NewLogLine>,
+    pushed: u64,
+}
+
 /// The process's buffer of lines not yet stored.
 pub(crate) struct LogBuffer {
     pool: Pool,
-    lines: Mutex<VecDeque<NewLogLine>>,
+    pending: Mutex<Pending>,
     /// Serializes flushes, so lines are stored in the order they were written.
     flushing: tokio::sync::Mutex<()>,
-    full: Notify,
+    /// Wakes the flusher early: lines piled up, or the completer waits for some.
+    wake: Notify,
+    /// The last line whose store was tried (stored, or failed and put back for the next
+    /// flush): every line up to it was tried as well.
+    tried: tokio::sync::watch::Sender<u64>,
     warned_full: AtomicBool,
 }
 
@@ -47,23 +60,28 @@ impl LogBuffer {
     pub(crate) fn new(pool: Pool) -> Arc<Self> {
         Arc::new(Self {
             pool,
-            lines: Mutex::new(VecDeque::new()),
+            pending: Mutex::new(Pending {
+                lines: VecDeque::new(),
+                pushed: 0,
+            }),
             flushing: tokio::sync::Mutex::new(()),
-            full: Notify::new(),
+            wake: Notify::new(),
+            tried: tokio::sync::watch::Sender::new(0),
             warned_full: AtomicBool::new(false),
         })
     }
 
     fn push(&self, line: NewLogLine) {
         let dropped = {
-            let mut lines = self.lines.lock().expect("log buffer");
-            let dropped = lines.len() >= MAX_BUFFERED_LINES;
+            let mut pending = self.pending.lock().expect("log buffer");
+            let dropped = pending.lines.len() >= MAX_BUFFERED_LINES;
             if dropped {
-                lines.pop_front();
+                pending.lines.pop_front();
             }
-            lines.push_back(line);
-            if lines.len() == FLUSH_EARLY_AT {
-                self.full.notify_one();
+            pending.lines.push_back(line);
+            pending.pushed += 1;
+            if pending.lines.len() == FLUSH_EARLY_AT {
+                self.wake.notify_one();
             }
             dropped
         };
@@ -76,28 +94,56 @@ impl LogBuffer {
         }
     }
 
-    /// Stores every buffered line, in statements of at most [`LINES_PER_STATEMENT`] lines. On
-    /// failure the unstored lines go back to the front of the buffer, for the next flush.
+    /// Stores every buffered line, in statements of at most [`LINES_PER_STATEMENT`] lines, and
+    /// goes on while lines keep arriving. On failure the unstored lines go back to the front of
+    /// the buffer, for the next flush.
     pub(crate) async fn flush(&self) {
         let _turn = self.flushing.lock().await;
         loop {
-            let batch: Vec<NewLogLine> = {
-                let mut lines = self.lines.lock().expect("log buffer");
-                let n = lines.len().min(LINES_PER_STATEMENT);
-                lines.drain(..n).collect()
+            let (batch, last): (Vec<NewLogLine>, u64) = {
+                let mut pending = self.pending.lock().expect("log buffer");
+                let n = pending.lines.len().min(LINES_PER_STATEMENT);
+                let batch = pending.lines.drain(..n).collect();
+                (batch, pending.pushed - pending.lines.len() as u64)
             };
             if batch.is_empty() {
                 return;
             }
-            if let Err(error) = run_log_insert_many(&self.pool, &batch).await {
+            let stored = run_log_insert_many(&self.pool, &batch).await;
+            if let Err(error) = &stored {
                 tracing::warn!(%error, lines = batch.len(), "storing run log lines failed; will retry");
-                let mut lines = self.lines.lock().expect("log buffer");
+                let mut pending = self.pending.lock().expect("log buffer");
                 for line in batch.into_iter().rev() {
-                    lines.push_front(line);
+                    pending.lines.push_front(line);
                 }
+            }
+            self.tried.send_if_modified(|tried| {
+                let moved = last > *tried;
+                *tried = (*tried).max(last);
+                moved
+            });
+            if stored.is_err() {
                 return;
             }
         }
+    }
+
+    /// How many lines were ever pushed: the number of the latest line.
+    pub(crate) fn pushed(&self) -> u64 {
+        self.pending.lock().expect("log buffer").pushed
+    }
+
+    /// Waits until the store of every line up to line `through` was tried, waking the flusher
+    /// for them. A store that failed counts as tried: the lines wait in the buffer for the next
+    /// flush, and what waits here (the completer) is not held up by a database that refuses them.
+    pub(crate) async fn tried_through(&self, through: u64) {
+        let mut tried = self.tried.subscribe();
+        if *tried.borrow() >= through {
+            return;
+        }
+        self.wake.notify_one();
+        // The sender lives as long as `self`.
+        let _ = tried.wait_for(|tried| *tried >= through).await;
     }
 
     /// The log of one attempt, with its caps.
@@ -131,7 +177,7 @@ pub(crate) async fn flush_logs(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
-            _ = buffer.full.notified() => {}
+            _ = buffer.wake.notified() => {}
         }
         buffer.flush().await;
     }
