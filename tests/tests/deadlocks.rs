@@ -363,3 +363,108 @@ async fn the_deadlock_count_catches_a_provoked_deadlock() {
     let after = deadlocks_recorded(&db, &[&pool]).await;
     assert_eq!(after - before, 1, "the provoked deadlock is counted");
 }
+
+/// Claimers that each serve several keyed queues, while runs keep arriving for the same keys: a
+/// claim applies each queue's wakeups (which writes key rows, and may wait for them) and picks
+/// keys, queue after queue. Every keyed queue is scheduled before any key is picked, in name
+/// order, so no claimer holding keys waits for another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimers_of_several_keyed_queues_never_deadlock() {
+    const QUEUES: [&str; 4] = ["keyed-a", "keyed-b", "keyed-c", "keyed-d"];
+    const CLAIMERS: usize = 8;
+    let db = TestDb::new().await;
+    let pool = pool(&db, 16).await;
+    for queue in QUEUES {
+        sqlx::query("INSERT INTO kiln.queues (name, concurrency_limit) VALUES ($1, 1)")
+            .bind(queue)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<String> = QUEUES.iter().map(|q| (*q).to_owned()).collect();
+    let stop = CancellationToken::new();
+    let claimed = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut actors = tokio::task::JoinSet::new();
+    for t in 0..2 {
+        let (pool, stop, failures) = (pool.clone(), stop.clone(), failures.clone());
+        actors.spawn(async move {
+            let mut round = t;
+            while !stop.is_cancelled() {
+                // Every queue, from a different one each round, a few runs per key each time.
+                let first = round % QUEUES.len();
+                round += 1 + t;
+                let order: Vec<String> = (0..QUEUES.len())
+                    .map(|i| QUEUES[(first + i) % QUEUES.len()].to_owned())
+                    .collect();
+                let triggered = sqlx::query(
+                    "SELECT kiln.trigger(q, '{}'::jsonb,
+                                         jsonb_build_object('allow_unregistered', true,
+                                                            'concurrency_key', 'k' || (i % 3)))
+                       FROM unnest($1::text[]) q, generate_series(1, 6) i",
+                )
+                .bind(&order)
+                .execute(&pool)
+                .await;
+                if let Err(error) = triggered {
+                    failures.lock().unwrap().push(format!("trigger: {error}"));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+    }
+    for c in 0..CLAIMERS {
+        let (pool, stop, failures, claimed, tasks) = (
+            pool.clone(),
+            stop.clone(),
+            failures.clone(),
+            claimed.clone(),
+            tasks.clone(),
+        );
+        actors.spawn(async move {
+            let worker = format!("claimer-{c}");
+            while !stop.is_cancelled() {
+                let batch = match lease_claim(&pool, &worker, &tasks, 8, LEASE, None).await {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        failures.lock().unwrap().push(format!("claim: {error}"));
+                        continue;
+                    }
+                };
+                claimed.fetch_add(batch.runs.len() as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let ends: Vec<AttemptEnd> = batch
+                    .runs
+                    .iter()
+                    .map(|run| AttemptEnd {
+                        run_id: run.run_id,
+                        attempt: run.attempt,
+                        outcome: AttemptOutcome::Completed,
+                        retry_at: None,
+                        final_status: RunStatus::Completed,
+                        output: None,
+                        error: None,
+                        released: false,
+                    })
+                    .collect();
+                if let Err(error) = lease_complete_many(&pool, &ends, false, None).await {
+                    failures.lock().unwrap().push(format!("complete: {error}"));
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.cancel();
+    while actors.join_next().await.is_some() {}
+    let claimed = claimed.load(Ordering::Relaxed);
+    let failures = failures.lock().unwrap().clone();
+    let recorded = deadlocks_recorded(&db, &[&pool]).await;
+    assert!(claimed > 200, "the claimers claimed {claimed} runs");
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert_eq!(recorded, 0, "Postgres recorded deadlocks");
+}

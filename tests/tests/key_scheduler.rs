@@ -439,7 +439,7 @@ async fn trigger_one(pool: impl sqlx::PgExecutor<'_>, key: &str, delay: Option<&
 }
 
 #[tokio::test]
-async fn no_run_is_left_behind_by_parked_emptied_or_newly_limited_keys() {
+async fn no_run_is_left_behind_by_parked_rescheduled_emptied_or_newly_limited_keys() {
     let db = TestDb::new().await;
     let pool = &db.pool;
     sqlx::query("INSERT INTO kiln.queues (name, concurrency_limit) VALUES ($1, 1)")
@@ -470,6 +470,24 @@ async fn no_run_is_left_behind_by_parked_emptied_or_newly_limited_keys() {
     tokio::time::sleep(Duration::from_millis(450)).await;
     let got = claim(pool, 10).await;
     assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![delayed]);
+    complete(pool, &got).await;
+
+    // A run delayed by a day parks its key until then; rescheduled to now, it starts now.
+    let tomorrow = trigger_one(pool, "rescheduled", Some("1d")).await;
+    assert!(claim(pool, 10).await.is_empty(), "nothing is due");
+    let moved = kiln_store::run::run_reschedule(pool, tomorrow, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        moved,
+        kiln_store::run::RescheduleOutcome::Rescheduled
+    ));
+    let got = claim(pool, 10).await;
+    assert_eq!(
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![tomorrow],
+        "the rescheduled run started at its new time"
+    );
     complete(pool, &got).await;
 
     // A claim takes a key's last visible run and finds the key empty while another transaction

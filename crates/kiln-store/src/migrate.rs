@@ -99,6 +99,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "run_log_lines_text",
         sql: include_str!("../../../migrations/0016_run_log_lines_text.sql"),
     },
+    Migration {
+        version: 17,
+        name: "claim_lock_order",
+        sql: include_str!("../../../migrations/0017_claim_lock_order.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).

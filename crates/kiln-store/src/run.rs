@@ -759,7 +759,12 @@ pub async fn run_reschedule(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<
               -- queued run with a counted attempt is waiting for its retry.
               WHERE rd.run_id = t.id AND t.status IN ('delayed', 'queued')
                 AND t.attempts = t.released_attempts
-             RETURNING rd.run_id, rd.queue),
+             RETURNING rd.run_id, rd.queue, rd.concurrency_key),
+         -- A keyed queue's key may be parked until the run's old time (the key scheduler hears
+         -- of runs through wakeups, which inserts into `ready` write and this update does not).
+         rewoken AS (
+             INSERT INTO kiln.key_wakeups (queue, concurrency_key, available_at)
+             SELECT m.queue, m.concurrency_key, $2 FROM moved m),
          updated AS (
              UPDATE kiln.runs r
                 SET available_at = $2,
