@@ -542,3 +542,45 @@ async fn no_run_is_left_behind_by_parked_rescheduled_emptied_or_newly_limited_ke
     want.sort();
     assert_eq!(got, want, "both keys' runs started after the limit was set");
 }
+
+#[tokio::test]
+async fn idle_keys_are_dropped_but_not_a_key_whose_parent_waits_on_children() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    sqlx::query(
+        "INSERT INTO kiln.queue_keys (queue, concurrency_key, last_served_at, created_at)
+         VALUES ($1, 'idle', now() - interval '2 days', now() - interval '2 days'),
+                ($1, 'parent-waits', now() - interval '2 days', now() - interval '2 days'),
+                ($1, 'recent', now(), now())",
+    )
+    .bind(TASK)
+    .execute(pool)
+    .await
+    .unwrap();
+    // A parent of this key gave its slot back while its children run: it resumes under the
+    // key's row lock, so the row stays.
+    sqlx::query(
+        "INSERT INTO kiln.waits (run_id, attempt, task_id, queue, concurrency_key, worker_id,
+                                 started_at, expires_at)
+         VALUES (gen_random_uuid(), 1, $1, $1, 'parent-waits', 'w', now(), now() + interval '1 minute')",
+    )
+    .bind(TASK)
+    .execute(pool)
+    .await
+    .unwrap();
+    let dropped = kiln_store::queue::queue_key_drop_idle(
+        pool,
+        chrono::Utc::now() - chrono::Duration::days(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dropped, 1);
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT concurrency_key FROM kiln.queue_keys WHERE queue = $1 ORDER BY 1",
+    )
+    .bind(TASK)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(left, ["parent-waits", "recent"]);
+}

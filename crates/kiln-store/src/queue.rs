@@ -142,7 +142,8 @@ pub async fn queue_set_limit_override(pool: &Pool, name: &str, limit: Option<i32
 }
 
 /// Drops the rows of keys not served since `idle_before` that have nothing waiting or running
-/// (neither waiting nor parked in the key scheduler). Rows a claim holds are skipped. Returns how
+/// (neither waiting nor parked in the key scheduler, and no parent waiting on its children).
+/// Rows a claim holds are skipped. Returns how
 /// many were dropped.
 pub async fn queue_key_drop_idle(pool: &Pool, idle_before: DateTime<Utc>) -> Result<u64> {
     let dropped = sqlx::query(
@@ -155,6 +156,9 @@ pub async fn queue_key_drop_idle(pool: &Pool, idle_before: DateTime<Utc>) -> Res
                                     WHERE r.queue = i.queue AND r.concurrency_key = i.concurrency_key)
                    AND NOT EXISTS (SELECT 1 FROM kiln.leases l
                                     WHERE l.queue = i.queue AND l.concurrency_key = i.concurrency_key)
+                   -- A parent waiting on its children resumes under this key's row lock.
+                   AND NOT EXISTS (SELECT 1 FROM kiln.waits w
+                                    WHERE w.queue = i.queue AND w.concurrency_key = i.concurrency_key)
                    FOR UPDATE SKIP LOCKED)",
     )
     .bind(idle_before)
