@@ -386,12 +386,41 @@ impl Client {
     }
 }
 
-/// Statements slower than this are logged, at debug level and only by their summary.
+/// Statements slower than this are logged, at debug level and only by their summary, unless
+/// [`SLOW_STATEMENT_ENV`] says otherwise.
 pub const SLOW_STATEMENT_THRESHOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The environment variable that sets the slow-statement threshold of Kiln's own pools, in
+/// milliseconds (for example `KILN_SLOW_STATEMENT_MS=200`).
+pub const SLOW_STATEMENT_ENV: &str = "KILN_SLOW_STATEMENT_MS";
+
+/// The slow-statement threshold: [`SLOW_STATEMENT_ENV`] when set, else
+/// [`SLOW_STATEMENT_THRESHOLD`].
+fn slow_statement_threshold() -> Result<std::time::Duration, ClientError> {
+    slow_statement_threshold_from(std::env::var(SLOW_STATEMENT_ENV).ok())
+}
+
+fn slow_statement_threshold_from(
+    value: Option<String>,
+) -> Result<std::time::Duration, ClientError> {
+    match value {
+        None => Ok(SLOW_STATEMENT_THRESHOLD),
+        Some(value) => value
+            .trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| {
+                ClientError::Invalid(format!(
+                    "{SLOW_STATEMENT_ENV} must be a whole number of milliseconds, such as 200; got {value:?}"
+                ))
+            }),
+    }
+}
 
 /// The options Kiln's own pools connect with: `database_url`, with statement logging kept
 /// quiet (every statement at trace, slow ones at debug, never a warning with the SQL text
-/// printed into the user's output), and JIT compilation off.
+/// printed into the user's output; "slow" is set by [`SLOW_STATEMENT_ENV`]), and JIT
+/// compilation off.
 pub fn connect_options(
     database_url: &str,
 ) -> Result<sqlx::postgres::PgConnectOptions, ClientError> {
@@ -407,7 +436,7 @@ pub fn connect_options(
     Ok(options
         .options([("jit", "off")])
         .log_statements(log::LevelFilter::Trace)
-        .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT_THRESHOLD))
+        .log_slow_statements(log::LevelFilter::Debug, slow_statement_threshold()?))
 }
 
 /// How long [`Client::connect`] waits for the database to answer.
@@ -460,4 +489,26 @@ fn typed_batch<T: Task>(items: Vec<BatchItem<T::Payload>>) -> Result<Vec<RunSpec
             typed_spec::<T>(&item.payload, item.options).map_err(|e| e.in_item(index))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slow_statement_threshold_comes_from_the_environment_or_is_named_when_bad() {
+        assert_eq!(
+            slow_statement_threshold_from(None).unwrap(),
+            SLOW_STATEMENT_THRESHOLD
+        );
+        assert_eq!(
+            slow_statement_threshold_from(Some(" 200 ".into())).unwrap(),
+            std::time::Duration::from_millis(200)
+        );
+        let error = slow_statement_threshold_from(Some("fast".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("KILN_SLOW_STATEMENT_MS"), "{error}");
+        assert!(error.contains("\"fast\""), "{error}");
+    }
 }
