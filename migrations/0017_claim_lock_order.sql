@@ -9,6 +9,13 @@
 -- key is picked, and "last served" is written without waiting (a key row another claimer holds
 -- is being served by it). After it picks keys, a claimer waits for no lock.
 --
+-- A key whose limit is taken leaves its queue's line of waiting keys. It used to stay, so claims
+-- kept picking full keys: with 200 keys at a limit of 1, all running, a freed slot was found
+-- after about 60 claims of one run. The statements that free a slot (completion, retry and
+-- rescue in lease_complete_many, and kiln.wait_begin below) write the key's wakeup, and raising
+-- a per-key limit has the queue's keys rebuilt (kiln.queues_keys_synced below), since that frees
+-- slots without a lease ending.
+--
 -- The rest of the function is as in migration 0012.
 --
 -- kiln.cancel_runs locks the ready rows of the runs it cancels, then the runs. A retry requeued
@@ -270,12 +277,20 @@ BEGIN
 
         IF keyed THEN
             -- Every key looked at goes to the back of the line (`last_served_at`: when a claim
-            -- last looked at it). A key that showed more runs than were taken keeps waiting; a
-            -- full one too (its runs start when a slot frees); a drained one says,
-            -- read after the runs were taken, whether it has a run to start now or when it may
-            -- next have one. One index probe per key (= ANY), never a pass over the queue's keys.
+            -- last looked at it). A key that showed more runs than were taken keeps waiting,
+            -- unless its limit is now taken: a full key leaves the line (not waiting, no time),
+            -- and the statement that frees one of its slots (a completion, retry, rescue, or a
+            -- parent that starts waiting) writes its wakeup, which puts it back. Counted here,
+            -- in a new statement, from the leases that exist (this claim's included), under the
+            -- key's row lock, which any statement adding a lease to the key holds too. A drained
+            -- one says, read after the runs were taken, whether it has a run to start now or when
+            -- it may next have one. One index probe per key (= ANY), never a pass over the
+            -- queue's keys.
             UPDATE kiln.queue_keys k
-               SET turn = nextval('kiln.queue_key_turns'), last_served_at = p_now
+               SET turn = nextval('kiln.queue_key_turns'), last_served_at = p_now,
+                   waiting = (SELECT count(*) FROM kiln.leases l
+                               WHERE l.queue = k.queue AND l.concurrency_key = k.concurrency_key)
+                             < q.per_key_limit
              WHERE k.queue = q.name
                AND k.concurrency_key = ANY(ARRAY(SELECT unnest(keys) EXCEPT SELECT unnest(drained)));
             IF cardinality(drained) > 0 THEN
@@ -357,3 +372,54 @@ BEGIN
 END
 $$;
 
+
+-- As in migration 0003, and the freed slot wakes its key (see kiln.claim_runs above).
+CREATE OR REPLACE FUNCTION kiln.wait_begin(p_run_id uuid, p_attempt integer, p_worker_id text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    l kiln.leases;
+BEGIN
+    DELETE FROM kiln.leases
+     WHERE run_id = p_run_id AND attempt = p_attempt AND worker_id = p_worker_id
+    RETURNING * INTO l;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO kiln.waits (run_id, attempt, task_id, queue, concurrency_key, worker_id,
+                            started_at, expires_at)
+    VALUES (l.run_id, l.attempt, l.task_id, l.queue, l.concurrency_key, l.worker_id,
+            l.started_at, l.expires_at);
+    UPDATE kiln.runs SET status = 'waiting', updated_at = now()
+     WHERE id = p_run_id AND status = 'executing';
+    IF EXISTS (SELECT 1 FROM kiln.queues qu
+                WHERE qu.name = l.queue
+                  AND coalesce(qu.limit_override, qu.concurrency_limit) IS NOT NULL) THEN
+        INSERT INTO kiln.key_wakeups (queue, concurrency_key, available_at)
+        VALUES (l.queue, l.concurrency_key, '-infinity');
+    END IF;
+    IF EXISTS (SELECT 1 FROM kiln.ready r WHERE r.queue = l.queue) THEN
+        PERFORM pg_notify('kiln_ready', l.queue);
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- As in migration 0012, and a per-key limit raised also has the queue's keys rebuilt: the keys
+-- it makes room in are back in line at the next claim.
+CREATE OR REPLACE FUNCTION kiln.queues_keys_synced() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        -- A new queue has no runs yet, so no key rows to rebuild.
+        NEW.keys_synced := true;
+    ELSIF coalesce(NEW.limit_override, NEW.concurrency_limit) IS NOT NULL
+          AND coalesce(OLD.limit_override, OLD.concurrency_limit) IS NULL THEN
+        NEW.keys_synced := false;
+    ELSIF coalesce(NEW.limit_override, NEW.concurrency_limit)
+          > coalesce(OLD.limit_override, OLD.concurrency_limit) THEN
+        NEW.keys_synced := false;
+    END IF;
+    RETURN NEW;
+END
+$$;

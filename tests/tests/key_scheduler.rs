@@ -526,11 +526,18 @@ async fn no_run_is_left_behind_by_parked_rescheduled_emptied_or_newly_limited_ke
         trigger_one(pool, "a", None).await,
         trigger_one(pool, "b", None).await,
     ];
+    // Its wakeups: the two triggers', and the one the last completion left while it had a limit.
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.key_wakeups WHERE queue = $1")
+        .bind(TASK)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 3);
     let pruned: i32 = sqlx::query_scalar("SELECT kiln.prune_key_wakeups()")
         .fetch_one(pool)
         .await
         .unwrap();
-    assert_eq!(pruned, 2, "the unlimited queue's wakeups were dropped");
+    assert_eq!(pruned, 3, "the unlimited queue's wakeups were dropped");
     sqlx::query("UPDATE kiln.queues SET concurrency_limit = 1 WHERE name = $1")
         .bind(TASK)
         .execute(pool)
@@ -583,4 +590,84 @@ async fn idle_keys_are_dropped_but_not_a_key_whose_parent_waits_on_children() {
     .await
     .unwrap();
     assert_eq!(left, ["parent-waits", "recent"]);
+}
+
+#[tokio::test]
+async fn a_slot_freed_among_many_full_keys_is_found_by_the_next_claim() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    sqlx::query("INSERT INTO kiln.queues (name, concurrency_limit) VALUES ($1, 1)")
+        .bind(TASK)
+        .execute(pool)
+        .await
+        .unwrap();
+    // 200 keys with two runs each; one claim starts the first run of every key, so every key's
+    // limit of 1 is taken.
+    sqlx::query(
+        "SELECT kiln.trigger($1, '{}'::jsonb,
+                             jsonb_build_object('allow_unregistered', true,
+                                                'concurrency_key', 'k' || (i % 200)))
+           FROM generate_series(0, 399) i",
+    )
+    .bind(TASK)
+    .execute(pool)
+    .await
+    .unwrap();
+    let first = claim(pool, 200).await;
+    assert_eq!(first.len(), 200);
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kiln.queue_keys WHERE queue = $1 AND waiting")
+            .bind(TASK)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(waiting, 0, "full keys leave the line");
+    assert!(claim(pool, 10).await.is_empty(), "every key is full");
+
+    // The key last in line finishes its run: the very next claim of one run starts its second.
+    let last: String = sqlx::query_scalar(
+        "SELECT concurrency_key FROM kiln.queue_keys WHERE queue = $1 ORDER BY turn DESC LIMIT 1",
+    )
+    .bind(TASK)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let (done, rest): (Vec<_>, Vec<_>) = {
+        let keys: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT run_id, concurrency_key FROM kiln.leases WHERE queue = $1")
+                .bind(TASK)
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let last_run = keys.iter().find(|(_, k)| *k == last).unwrap().0;
+        first.iter().partition(|(id, _)| *id == last_run)
+    };
+    complete(pool, &done).await;
+    let next = claim(pool, 1).await;
+    assert_eq!(next.len(), 1, "the freed slot was found at once");
+    let key: String = sqlx::query_scalar("SELECT concurrency_key FROM kiln.runs WHERE id = $1")
+        .bind(next[0].0)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(key, last);
+
+    // Raising the limit makes room without any lease ending: every key with a run left is back
+    // in line for the next claim.
+    sqlx::query("UPDATE kiln.queues SET concurrency_limit = 2 WHERE name = $1")
+        .bind(TASK)
+        .execute(pool)
+        .await
+        .unwrap();
+    let more = claim(pool, 300).await;
+    assert_eq!(more.len(), 199, "each other key's second run started");
+    complete(pool, &rest).await;
+    complete(pool, &next).await;
+    complete(pool, &more).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.ready WHERE queue = $1")
+        .bind(TASK)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "every run started");
 }

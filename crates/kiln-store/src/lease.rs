@@ -348,6 +348,15 @@ pub async fn lease_complete_many(
                        l.concurrency_key, e.outcome, e.final_status, e.output, e.error,
                        e.retry_at, e.released
          ),
+         -- A slot freed in a queue with a per-key limit: the key goes back in its scheduler's
+         -- line (a claim that found it full took it out). `-infinity`: look at it now.
+         freed AS (
+             INSERT INTO kiln.key_wakeups (queue, concurrency_key, available_at)
+             SELECT DISTINCT f.queue, f.concurrency_key, '-infinity'::timestamptz FROM fenced f
+              WHERE EXISTS (SELECT 1 FROM kiln.queues qu
+                             WHERE qu.name = f.queue
+                               AND coalesce(qu.limit_override, qu.concurrency_limit) IS NOT NULL)
+         ),
          recorded AS (
              INSERT INTO kiln.attempts (run_id, number, worker_id, status, started_at, finished_at, error)
              SELECT f.run_id, f.attempt, f.worker_id, f.outcome, f.started_at, (SELECT at FROM now), f.error
