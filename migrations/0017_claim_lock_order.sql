@@ -423,3 +423,29 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+-- As in migration 0012, with the check for a run to start now written as a LIMIT 1 probe per
+-- (task, queue). Written as EXISTS, the planner turned it into a join against every ready run
+-- of the tasks due now, de-duplicated by a hash: 22 ms per call with 50,000 runs waiting, twice
+-- per claim, where the probes take microseconds.
+CREATE OR REPLACE FUNCTION kiln.task_queues(p_task_ids text[], p_now timestamptz)
+RETURNS TABLE (queue text)
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT w.queue
+      FROM unnest(p_task_ids) AS t(task_id)
+     CROSS JOIN LATERAL (
+           WITH RECURSIVE walk AS (
+               (SELECT r.queue FROM kiln.ready r WHERE r.task_id = t.task_id
+                 ORDER BY r.queue LIMIT 1)
+               UNION ALL
+               SELECT (SELECT r.queue FROM kiln.ready r
+                        WHERE r.task_id = t.task_id AND r.queue > w.queue
+                        ORDER BY r.queue LIMIT 1)
+                 FROM walk w WHERE w.queue IS NOT NULL
+           )
+           SELECT w.queue FROM walk w WHERE w.queue IS NOT NULL) w
+     CROSS JOIN LATERAL (
+           SELECT 1 FROM kiln.ready r
+            WHERE r.task_id = t.task_id AND r.queue = w.queue AND r.available_at <= p_now
+            LIMIT 1) due
+$$;
