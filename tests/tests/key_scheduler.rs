@@ -671,3 +671,84 @@ async fn a_slot_freed_among_many_full_keys_is_found_by_the_next_claim() {
         .unwrap();
     assert_eq!(left, 0, "every run started");
 }
+
+/// Index pages read by the scan a claim starts with: its queue's wakeups, oldest first.
+async fn wakeup_scan_pages(pool: &PgPool) -> i64 {
+    let plan: serde_json::Value = sqlx::query_scalar(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+         SELECT x.id FROM kiln.key_wakeups x WHERE x.queue = 'key-scheduler-probe'
+          ORDER BY x.id LIMIT 10000",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("explain the wakeup scan");
+    let top = &plan[0]["Plan"];
+    top["Shared Hit Blocks"].as_i64().unwrap() + top["Shared Read Blocks"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn maintenance_vacuums_the_wakeups_claims_consumed() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    sqlx::query("INSERT INTO kiln.queues (name, concurrency_limit) VALUES ($1, 1)")
+        .bind(TASK)
+        .execute(pool)
+        .await
+        .unwrap();
+    // A fan-out over 30,000 keys in one statement: one wakeup per key. Three claims apply them
+    // (10,000 each).
+    sqlx::query(
+        "SELECT count(*) FROM kiln.trigger_batch($1,
+                (SELECT jsonb_agg(jsonb_build_object('payload', '{}'::jsonb,
+                                                     'options', jsonb_build_object(
+                                                         'concurrency_key', 'ws' || i)))
+                   FROM generate_series(1, 30000) i),
+                '{\"allow_unregistered\": true}')",
+    )
+    .bind(TASK)
+    .execute(pool)
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(claim(pool, 1).await.len(), 1);
+    }
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln.key_wakeups")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the claims applied every wakeup");
+    let before = wakeup_scan_pages(pool).await;
+    assert!(
+        before >= 50,
+        "consumed wakeups still fill the index: {before} pages read"
+    );
+
+    // The statistics reach pg_stat_user_tables within a second or so; the pass vacuums then.
+    let vacuum = kiln::worker::SchedulerVacuum::default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let vacuumed = loop {
+        let tables = vacuum
+            .vacuum_scheduler_tables(pool)
+            .await
+            .expect("vacuum pass");
+        if !tables.is_empty() || Instant::now() > deadline {
+            break tables;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        vacuumed.contains(&"kiln.key_wakeups".to_owned()),
+        "the pass vacuumed the wakeups: {vacuumed:?}"
+    );
+    let after = wakeup_scan_pages(pool).await;
+    assert!(
+        after <= 2,
+        "a claim's wakeup scan reads {after} pages after the vacuum (was {before})"
+    );
+    // Below the threshold, the next pass leaves the tables alone.
+    let again = vacuum
+        .vacuum_scheduler_tables(pool)
+        .await
+        .expect("vacuum pass");
+    assert!(!again.contains(&"kiln.key_wakeups".to_owned()), "{again:?}");
+}

@@ -104,6 +104,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "claim_lock_order",
         sql: include_str!("../../../migrations/0017_claim_lock_order.sql"),
     },
+    Migration {
+        version: 18,
+        name: "scheduler_autovacuum",
+        sql: include_str!("../../../migrations/0018_scheduler_autovacuum.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).

@@ -37,9 +37,10 @@ pub use config::*;
 pub use fence::SELF_FENCE_DIVISOR;
 pub use log_layer::{log_layer, RunLogLayer};
 pub use maintenance::{
-    Cleaner, DelayedPromoter, Expirer, KeyCleanup, Rescuer, Scheduler, DEFAULT_CLEANER_BATCH,
-    DEFAULT_CLEANER_INTERVAL, DEFAULT_KEY_CLEANUP_INTERVAL, DEFAULT_KEY_IDLE,
-    DEFAULT_MAINTENANCE_BATCH, DEFAULT_RESCUE_BATCH,
+    Cleaner, DelayedPromoter, Expirer, KeyCleanup, Rescuer, Scheduler, SchedulerVacuum,
+    DEFAULT_CLEANER_BATCH, DEFAULT_CLEANER_INTERVAL, DEFAULT_KEY_CLEANUP_INTERVAL,
+    DEFAULT_KEY_IDLE, DEFAULT_MAINTENANCE_BATCH, DEFAULT_RESCUE_BATCH,
+    DEFAULT_SCHEDULER_VACUUM_DEAD_ROWS,
 };
 pub use worker::{Worker, WorkerBuilder};
 

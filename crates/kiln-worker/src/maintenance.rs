@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kiln_core::{AttemptOutcome, Clock, ErrorKind, ErrorRecord, RunStatus};
 use kiln_store::lease::{lease_complete_many, lease_list_expired, AttemptEnd};
-use kiln_store::queue::{queue_key_drop_idle, queue_prune_key_wakeups};
+use kiln_store::queue::{queue_key_drop_idle, queue_prune_key_wakeups, queue_vacuum_scheduler};
 use kiln_store::ready::{ready_expire, ready_promote_delayed};
 use kiln_store::run::run_delete_finished_before;
 use kiln_store::schedule::{
@@ -33,6 +33,8 @@ pub const DEFAULT_KEY_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CLEANER_INTERVAL: Duration = Duration::from_secs(60);
 /// Runs the cleaner deletes per statement.
 pub const DEFAULT_CLEANER_BATCH: u32 = 1_000;
+/// Dead rows in a key-scheduler table that make the next maintenance pass vacuum it.
+pub const DEFAULT_SCHEDULER_VACUUM_DEAD_ROWS: i64 = 10_000;
 
 /// Finds runs whose lease expired (their worker died or stalled), records the lost attempt as
 /// `crashed`, and queues the run again if attempts remain, else finishes it as `crashed`.
@@ -134,6 +136,31 @@ impl DelayedPromoter {
     /// returns how many.
     pub async fn prune_key_wakeups(&self, pool: &Pool) -> Result<u64> {
         queue_prune_key_wakeups(pool).await
+    }
+}
+
+/// Keeps the key scheduler's tables (`kiln.key_wakeups`, `kiln.queue_keys`) free of dead rows.
+/// Every keyed claim reads them from the low end of an index, where consumed wakeups and keys
+/// moved to the back of the line leave dead entries; a claim pays for each until a vacuum removes
+/// it, and autovacuum comes at most once a minute. Vacuums only tables the worker's role owns.
+#[derive(Debug, Clone)]
+pub struct SchedulerVacuum {
+    /// A table with at least this many dead rows is vacuumed.
+    pub dead_rows: i64,
+}
+
+impl Default for SchedulerVacuum {
+    fn default() -> Self {
+        Self {
+            dead_rows: DEFAULT_SCHEDULER_VACUUM_DEAD_ROWS,
+        }
+    }
+}
+
+impl SchedulerVacuum {
+    /// One pass; returns the tables vacuumed.
+    pub async fn vacuum_scheduler_tables(&self, pool: &Pool) -> Result<Vec<String>> {
+        queue_vacuum_scheduler(pool, self.dead_rows).await
     }
 }
 
@@ -306,6 +333,7 @@ pub(crate) async fn run_maintenance(
     let promoter = DelayedPromoter::default();
     let expirer = Expirer::default();
     let keys = KeyCleanup::default();
+    let vacuum = SchedulerVacuum::default();
     let cleaner = retention.map(|retention| Cleaner {
         retention,
         batch: DEFAULT_CLEANER_BATCH,
@@ -335,6 +363,15 @@ pub(crate) async fn run_maintenance(
             "expired runs whose ttl ran out before they started",
             expirer.expire_runs(&pool).await,
         );
+        match vacuum.vacuum_scheduler_tables(&pool).await {
+            Ok(tables) if !tables.is_empty() => {
+                tracing::debug!(?tables, "vacuumed the key scheduler's tables");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "maintenance failed: vacuuming the key scheduler's tables");
+            }
+        }
         if keys_every.due() {
             report(
                 "forgot idle concurrency keys",
