@@ -752,3 +752,58 @@ async fn maintenance_vacuums_the_wakeups_claims_consumed() {
         .expect("vacuum pass");
     assert!(!again.contains(&"kiln.key_wakeups".to_owned()), "{again:?}");
 }
+
+#[tokio::test]
+async fn parked_keys_that_come_due_together_are_woken_ten_thousand_per_claim() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    sqlx::query("INSERT INTO kiln.queues (name, concurrency_limit) VALUES ($1, 1)")
+        .bind(TASK)
+        .execute(pool)
+        .await
+        .unwrap();
+    // 12,000 keys, each with one run delayed to the same moment.
+    sqlx::query(
+        "SELECT count(*) FROM kiln.trigger_batch($1,
+                (SELECT jsonb_agg(jsonb_build_object('payload', '{}'::jsonb,
+                                                     'options', jsonb_build_object(
+                                                         'concurrency_key', 'ws' || i,
+                                                         'delay', '2s')))
+                   FROM generate_series(1, 12000) i),
+                '{\"allow_unregistered\": true}')",
+    )
+    .bind(TASK)
+    .execute(pool)
+    .await
+    .unwrap();
+    let key_counts = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT count(*) FILTER (WHERE waiting), count(*) FILTER (WHERE next_at IS NOT NULL)
+               FROM kiln.queue_keys WHERE queue = $1",
+        )
+        .bind(TASK)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let schedule = |at: &'static str| async move {
+        sqlx::query(&format!("SELECT kiln.schedule_keys($1, {at})"))
+            .bind(TASK)
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    // Now: the wakeups (10,000 per call) park every key until its run's time.
+    schedule("now()").await;
+    schedule("now()").await;
+    assert_eq!(key_counts().await, (0, 12_000), "every key parked");
+    // Past that time: the oldest 10,000 are woken by one call, the rest by the next.
+    schedule("now() + interval '5 seconds'").await;
+    assert_eq!(key_counts().await, (10_000, 2_000));
+    schedule("now() + interval '5 seconds'").await;
+    assert_eq!(
+        key_counts().await,
+        (12_000, 0),
+        "the next call woke the rest"
+    );
+}

@@ -106,8 +106,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 18,
-        name: "scheduler_autovacuum",
-        sql: include_str!("../../../migrations/0018_scheduler_autovacuum.sql"),
+        name: "scheduler_upkeep",
+        sql: include_str!("../../../migrations/0018_scheduler_upkeep.sql"),
     },
 ];
 
