@@ -359,3 +359,40 @@ async fn migrating_a_current_schema_runs_no_ddl() {
         .unwrap();
     assert_eq!(applied.unwrap(), Vec::<i32>::new());
 }
+
+/// The functions every run goes through plan their statements once per connection (migration
+/// 0019): replacing one without restating the setting would bring back planning on every call.
+#[tokio::test]
+async fn the_hot_functions_keep_generic_plans() {
+    let db = TestDb::new().await;
+    let settings: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+        "SELECT p.proname::text, p.proconfig FROM pg_proc p
+           JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'kiln'
+            AND p.proname IN ('claim_runs', 'trigger_runs', 'schedule_keys', 'notify_ready')
+          ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("read the functions' settings");
+    let names: Vec<&str> = settings.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "claim_runs",
+            "notify_ready",
+            "schedule_keys",
+            "trigger_runs"
+        ],
+        "one of each"
+    );
+    for (name, config) in &settings {
+        let config = config.clone().unwrap_or_default();
+        assert!(
+            config
+                .iter()
+                .any(|s| s == "plan_cache_mode=force_generic_plan"),
+            "kiln.{name} plans each call anew: its settings are {config:?}"
+        );
+    }
+}

@@ -109,6 +109,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "scheduler_upkeep",
         sql: include_str!("../../../migrations/0018_scheduler_upkeep.sql"),
     },
+    Migration {
+        version: 19,
+        name: "generic_plans",
+        sql: include_str!("../../../migrations/0019_generic_plans.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).
