@@ -110,6 +110,10 @@ pub(crate) struct LatencyArgs {
     /// Runs to time.
     #[arg(long, default_value_t = 300)]
     samples: usize,
+    /// Also print the N slowest samples, with their position in the sequence and the trigger
+    /// call's share (the first call on each pooled connection plans Kiln's functions).
+    #[arg(long, default_value_t = 0)]
+    show_slowest: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -371,6 +375,16 @@ async fn latency(args: LatencyArgs) -> CliResult {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     running.stop().await?;
+    if args.show_slowest > 0 {
+        let mut order: Vec<usize> = (0..samples.len()).collect();
+        order.sort_by(|a, b| samples[*b].total_cmp(&samples[*a]));
+        for i in order.iter().take(args.show_slowest) {
+            eprintln!(
+                "sample {i}: {:.1} ms, of which the trigger call {:.1} ms",
+                samples[*i], trigger_calls[*i]
+            );
+        }
+    }
     let pick = |samples: &mut Vec<f64>, q: f64| {
         samples.sort_by(f64::total_cmp);
         samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]
