@@ -114,6 +114,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "generic_plans",
         sql: include_str!("../../../migrations/0019_generic_plans.sql"),
     },
+    Migration {
+        version: 20,
+        name: "shared_keyed_queues",
+        sql: include_str!("../../../migrations/0020_shared_keyed_queues.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).
