@@ -346,3 +346,27 @@ pub async fn deadlocks_recorded(db: &TestDb, pools: &[&PgPool]) -> i64 {
     reader.close().await;
     deadlocks
 }
+
+/// An attempt's end as a worker's completer sends it: completed with `output`, or, when
+/// `retry_at` is set, failed and queued again for then.
+pub fn attempt_end(
+    run_id: uuid::Uuid,
+    attempt: u32,
+    output: Option<serde_json::Value>,
+    retry_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> kiln_store::lease::AttemptEnd {
+    kiln_store::lease::AttemptEnd {
+        run_id,
+        attempt,
+        outcome: if retry_at.is_some() {
+            kiln::AttemptOutcome::Failed
+        } else {
+            kiln::AttemptOutcome::Completed
+        },
+        retry_at,
+        final_status: kiln::RunStatus::Completed,
+        output,
+        error: None,
+        released: false,
+    }
+}

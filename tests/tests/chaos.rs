@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kiln::{BatchItem, Client, TriggerOptions};
-use kiln_store::lease::{lease_claim, lease_complete_many, AttemptEnd};
+use kiln_store::lease::{lease_claim, lease_complete_many};
 use kiln_tests::tasks::{create_probe_table, KeyedProbe, ProbePayload};
-use kiln_tests::{send_signal, stop_all, wait_until, TestDb, WorkerProcess};
+use kiln_tests::{attempt_end, send_signal, stop_all, wait_until, TestDb, WorkerProcess};
 use sqlx::PgPool;
 use tokio::process::Child;
 
@@ -270,16 +270,12 @@ async fn kills_a_freeze_and_a_postgres_restart_lose_nothing_and_never_exceed_the
     // The ghost's stale outcome is refused: its run was rescued and ran again elsewhere.
     let recorded = lease_complete_many(
         &pool,
-        &[AttemptEnd {
-            run_id: ghost_run,
-            attempt: 1,
-            outcome: kiln::AttemptOutcome::Completed,
-            retry_at: None,
-            final_status: kiln::RunStatus::Completed,
-            output: Some(serde_json::json!("from a worker that lost its lease")),
-            error: None,
-            released: false,
-        }],
+        &[attempt_end(
+            ghost_run,
+            1,
+            Some(serde_json::json!("from a worker that lost its lease")),
+            None,
+        )],
         false,
         None,
     )

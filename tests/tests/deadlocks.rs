@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use kiln::worker::Rescuer;
-use kiln::{AttemptOutcome, RunStatus};
 use kiln_store::lease::{lease_claim, lease_complete_many, lease_heartbeat, AttemptEnd};
 use kiln_store::run::{run_cancel, run_reschedule};
 use kiln_store::StoreError;
-use kiln_tests::{deadlocks_recorded, TestDb};
+use kiln_tests::{attempt_end, deadlocks_recorded, TestDb};
 use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -166,20 +165,12 @@ async fn simulated_worker(
             runs.into_iter()
                 .map(|(run_id, attempt)| {
                     let retry = fastrand::u8(..10) != 0;
-                    AttemptEnd {
+                    attempt_end(
                         run_id,
                         attempt,
-                        outcome: if retry {
-                            AttemptOutcome::Failed
-                        } else {
-                            AttemptOutcome::Completed
-                        },
-                        retry_at: retry.then(Utc::now),
-                        final_status: RunStatus::Completed,
-                        output: Some(serde_json::json!({ "ok": true })),
-                        error: None,
-                        released: false,
-                    }
+                        Some(serde_json::json!({ "ok": true })),
+                        retry.then(Utc::now),
+                    )
                 })
                 .collect()
         };
@@ -436,16 +427,7 @@ async fn claimers_of_several_keyed_queues_never_deadlock() {
                 let ends: Vec<AttemptEnd> = batch
                     .runs
                     .iter()
-                    .map(|run| AttemptEnd {
-                        run_id: run.run_id,
-                        attempt: run.attempt,
-                        outcome: AttemptOutcome::Completed,
-                        retry_at: None,
-                        final_status: RunStatus::Completed,
-                        output: None,
-                        error: None,
-                        released: false,
-                    })
+                    .map(|run| attempt_end(run.run_id, run.attempt, None, None))
                     .collect();
                 if let Err(error) = lease_complete_many(&pool, &ends, false, None).await {
                     failures.lock().unwrap().push(format!("complete: {error}"));

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kiln::worker::Rescuer;
-use kiln::{AttemptOutcome, RunStatus};
 use kiln_store::lease::{lease_claim, lease_complete_many, lease_heartbeat, AttemptEnd};
-use kiln_tests::TestDb;
+use kiln_tests::{attempt_end, TestDb};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -166,22 +165,14 @@ async fn claimer(
             .iter()
             .map(|(run_id, attempt, ..)| {
                 let retry = fastrand::u8(..8) == 0;
-                AttemptEnd {
-                    run_id: *run_id,
-                    attempt: *attempt,
-                    outcome: if retry {
-                        AttemptOutcome::Failed
-                    } else {
-                        AttemptOutcome::Completed
-                    },
-                    retry_at: retry.then(|| {
+                attempt_end(
+                    *run_id,
+                    *attempt,
+                    Some(serde_json::json!({ "ok": true })),
+                    retry.then(|| {
                         Utc::now() + chrono::Duration::milliseconds(fastrand::i64(0..=40))
                     }),
-                    final_status: RunStatus::Completed,
-                    output: Some(serde_json::json!({ "ok": true })),
-                    error: None,
-                    released: false,
-                }
+                )
             })
             .collect();
         let sent = Instant::now();
@@ -407,16 +398,7 @@ async fn claim(pool: &PgPool, max: u32) -> Vec<(Uuid, u32)> {
 async fn complete(pool: &PgPool, runs: &[(Uuid, u32)]) {
     let ends: Vec<AttemptEnd> = runs
         .iter()
-        .map(|(run_id, attempt)| AttemptEnd {
-            run_id: *run_id,
-            attempt: *attempt,
-            outcome: AttemptOutcome::Completed,
-            retry_at: None,
-            final_status: RunStatus::Completed,
-            output: None,
-            error: None,
-            released: false,
-        })
+        .map(|(run_id, attempt)| attempt_end(*run_id, *attempt, None, None))
         .collect();
     let accepted = lease_complete_many(pool, &ends, false, None)
         .await
