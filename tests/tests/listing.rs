@@ -1,5 +1,7 @@
 //! Listing runs on a large history. No index serves `status`, so a status page reads at
 //! most `STATUS_SCAN_BUDGET` runs; a page that stopped there says so and its cursor goes on.
+//! Unsuccessful final statuses are recorded apart (`kiln.run_failures`), so their pages are
+//! complete however rare they are.
 //! A parent's children are paged by index and counted by status up to a bound.
 
 use kiln::{RunFilter, RunStatus, STATUS_SCAN_BUDGET};
@@ -29,10 +31,25 @@ async fn a_status_listing_reads_at_most_its_budget_per_page_and_its_cursor_goes_
     assert!(!failed.scan_limited);
     assert!(failed.next_cursor.is_some());
 
-    // A status no run has: each page stops at the budget with nothing and says where; the
+    // An unsuccessful final status no run has is read from the failure records: one empty,
+    // complete page.
+    let no_failures = client
+        .runs()
+        .list(&RunFilter {
+            statuses: vec![RunStatus::SystemFailure],
+            limit: Some(50),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(no_failures.runs.is_empty());
+    assert!(!no_failures.scan_limited);
+    assert_eq!(no_failures.next_cursor, None);
+
+    // Another status no run has: each page stops at the budget with nothing and says where; the
     // cursor goes on until every run was read, exactly once.
     let none = RunFilter {
-        statuses: vec![RunStatus::SystemFailure],
+        statuses: vec![RunStatus::Waiting],
         limit: Some(50),
         ..RunFilter::default()
     };
@@ -244,4 +261,130 @@ async fn pages_forward(client: &kiln::Client, filter: &RunFilter) -> Vec<Vec<uui
         }
     }
     pages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rare_failures_are_listed_completely_both_ways_and_leave_with_their_runs() {
+    let db = TestDb::new().await;
+    let client = kiln::Client::new(db.pool.clone());
+    let history = 2 * STATUS_SCAN_BUDGET as u64 + 500;
+    kiln_store::bench::bench_fill_history(&db.pool, history)
+        .await
+        .unwrap();
+    // Seven runs of one task end in system_failure, spread over the history (the row trigger
+    // records a status change however it is made).
+    let task = "bench-google-calendar-sync";
+    let mut failures: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "UPDATE kiln.runs SET status = 'system_failure'
+          WHERE id IN (SELECT id FROM kiln.runs WHERE task_id = $1 AND status = 'completed'
+                        ORDER BY id LIMIT 7 OFFSET 0)
+             OR id IN (SELECT id FROM kiln.runs WHERE task_id = $1 AND status = 'completed'
+                        ORDER BY id DESC LIMIT 3)
+         RETURNING id",
+    )
+    .bind(task)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    failures.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(failures.len(), 10);
+
+    // Pages of 4, newest first: 4, 4, 2, every page complete, none read past its runs.
+    let filter = RunFilter {
+        statuses: vec![RunStatus::SystemFailure],
+        task_ids: vec![task.to_owned()],
+        limit: Some(4),
+        ..RunFilter::default()
+    };
+    let pages = pages_forward(&client, &filter).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+    assert_eq!(pages.concat(), failures);
+    // And back: from the last page, `before` gives the page before it.
+    let second = client
+        .runs()
+        .list(&RunFilter {
+            cursor: Some(pages[0][3]),
+            ..filter.clone()
+        })
+        .await
+        .unwrap();
+    assert!(!second.scan_limited);
+    let back = client
+        .runs()
+        .list(&RunFilter {
+            before: second.previous_cursor,
+            ..filter.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.runs.iter().map(|r| r.id).collect::<Vec<_>>(), pages[0]);
+
+    // Another filter on top (a tag) is checked on each recorded run.
+    let tagged: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT id FROM kiln.runs WHERE id = ANY($1) AND tags @> ARRAY['sync'] ORDER BY id DESC",
+    )
+    .bind(&failures)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let page = client
+        .runs()
+        .list(&RunFilter {
+            tags: vec!["sync".to_owned()],
+            limit: Some(50),
+            ..filter.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.runs.iter().map(|r| r.id).collect::<Vec<_>>(), tagged);
+
+    // A run canceled through the client is listed as canceled at once.
+    let queued = client
+        .runs()
+        .list(&RunFilter {
+            statuses: vec![RunStatus::Queued],
+            limit: Some(1),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .id;
+    client.runs().cancel(queued).await.unwrap();
+    let canceled = pages_forward(
+        &client,
+        &RunFilter {
+            statuses: vec![RunStatus::Canceled],
+            limit: Some(500),
+            ..RunFilter::default()
+        },
+    )
+    .await
+    .concat();
+    assert!(canceled.contains(&queued));
+    let expected: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kiln.runs WHERE status = 'canceled'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(canceled.len() as i64, expected, "every canceled run, once");
+
+    // Retention deletes the records with their runs.
+    kiln_store::run::run_delete_finished_before(
+        &db.pool,
+        chrono::Utc::now() + chrono::Duration::days(2),
+        1_000_000,
+    )
+    .await
+    .unwrap();
+    let (runs_left, records_left): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM kiln.runs r
+                  WHERE r.status IN ('failed', 'canceled', 'crashed', 'timed_out', 'expired',
+                                     'system_failure')),
+                (SELECT count(*) FROM kiln.run_failures)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((runs_left, records_left), (0, 0));
 }

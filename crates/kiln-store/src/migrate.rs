@@ -119,6 +119,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shared_keyed_queues",
         sql: include_str!("../../../migrations/0020_shared_keyed_queues.sql"),
     },
+    Migration {
+        version: 21,
+        name: "run_failures",
+        sql: include_str!("../../../migrations/0021_run_failures.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).

@@ -456,6 +456,9 @@ fn page_of(
 /// status, reading at most [`STATUS_SCAN_BUDGET`] runs. A page that stopped there may hold
 /// fewer runs than asked, even none, and its cursor continues where it stopped.
 async fn run_list_by_status(pool: &Pool, filter: &RunFilter, limit: u32) -> Result<RunPage> {
+    if let Some(status) = recorded_failure(filter) {
+        return run_list_failures(pool, filter, status, limit).await;
+    }
     // The inner scan stops as soon as the page is full: a common status costs a few hundred
     // rows read, a rare one at most the budget.
     let mut q = sqlx::QueryBuilder::new(
@@ -483,6 +486,106 @@ async fn run_list_by_status(pool: &Pool, filter: &RunFilter, limit: u32) -> Resu
         let mut q = sqlx::QueryBuilder::new("SELECT id FROM kiln.runs WHERE true");
         push_indexed_filter(&mut q, filter);
         push_page_position(&mut q, filter);
+        q.push(" OFFSET ")
+            .push_bind(STATUS_SCAN_BUDGET - 1)
+            .push(" LIMIT 2");
+        let edge: Vec<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(pool)
+            .await
+            .map_err(db("listing runs"))?;
+        (edge.len() == 2).then(|| edge[0])
+    } else {
+        None
+    };
+    let mut runs = runs_by_ids(pool, &ids, &run_columns(filter)).await?;
+    if backwards {
+        runs.reverse();
+    }
+    Ok(page_of(runs, filter, limit, backwards, scanned_to))
+}
+
+/// The unsuccessful final statuses `kiln.run_failures` records (migration 0021).
+const RECORDED_FAILURES: [RunStatus; 6] = [
+    RunStatus::Failed,
+    RunStatus::Canceled,
+    RunStatus::Crashed,
+    RunStatus::TimedOut,
+    RunStatus::Expired,
+    RunStatus::SystemFailure,
+];
+
+/// The status of a listing of one unsuccessful final status, which `kiln.run_failures` serves.
+fn recorded_failure(filter: &RunFilter) -> Option<RunStatus> {
+    match filter.statuses.as_slice() {
+        [status] if !filter.retrying && RECORDED_FAILURES.contains(status) => Some(*status),
+        _ => None,
+    }
+}
+
+/// Appends the scan of `kiln.run_failures` for `status` (and the filter's task, when it names
+/// one), from the filter's page position, in page order: an index range, so its cost follows the
+/// rows read, not the history.
+fn push_failure_scan(
+    q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>,
+    filter: &RunFilter,
+    status: RunStatus,
+    backwards: bool,
+) {
+    q.push("SELECT f.run_id FROM kiln.run_failures f WHERE f.status = ")
+        .push_bind(status.as_str())
+        .push("::kiln.run_status");
+    if let [task_id] = filter.task_ids.as_slice() {
+        q.push(" AND f.task_id = ").push_bind(task_id.clone());
+    }
+    match (filter.cursor, filter.before.filter(|_| backwards)) {
+        (Some(cursor), _) => {
+            q.push(" AND f.run_id < ").push_bind(cursor);
+        }
+        (None, Some(before)) => {
+            q.push(" AND f.run_id > ").push_bind(before);
+        }
+        (None, None) => {}
+    }
+    q.push(if backwards {
+        " ORDER BY f.run_id ASC"
+    } else {
+        " ORDER BY f.run_id DESC"
+    });
+}
+
+/// A page of one unsuccessful final status, read from `kiln.run_failures`: the runs of that
+/// status in id order, each looked up for the other filters. With no other filter than a task,
+/// every row read is shown, so the page is complete however rare the status; with others, at
+/// most [`STATUS_SCAN_BUDGET`] rows are read a page, as for the other statuses.
+async fn run_list_failures(
+    pool: &Pool,
+    filter: &RunFilter,
+    status: RunStatus,
+    limit: u32,
+) -> Result<RunPage> {
+    let backwards = filter.before.is_some() && filter.cursor.is_none();
+    let mut q = sqlx::QueryBuilder::new("SELECT r.id FROM (");
+    push_failure_scan(&mut q, filter, status, backwards);
+    q.push(" LIMIT ").push_bind(STATUS_SCAN_BUDGET);
+    // Inside the lateral subquery the unqualified columns are those of `runs`.
+    q.push(") f CROSS JOIN LATERAL (SELECT id FROM kiln.runs WHERE id = f.run_id");
+    push_indexed_filter(&mut q, filter);
+    q.push(") r");
+    q.push(if backwards {
+        " ORDER BY f.run_id ASC"
+    } else {
+        " ORDER BY f.run_id DESC"
+    });
+    q.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+    let ids: Vec<Uuid> = q
+        .build_query_scalar()
+        .fetch_all(pool)
+        .await
+        .map_err(db("listing runs"))?;
+    let scanned_to = if ids.len() <= limit as usize {
+        let mut q = sqlx::QueryBuilder::new("");
+        push_failure_scan(&mut q, filter, status, backwards);
         q.push(" OFFSET ")
             .push_bind(STATUS_SCAN_BUDGET - 1)
             .push(" LIMIT 2");
@@ -679,6 +782,7 @@ pub async fn run_purge_task(pool: &Pool, task_id: &str) -> Result<u64> {
         "WITH gone AS (DELETE FROM kiln.runs WHERE task_id = $1 RETURNING id),
               a AS (DELETE FROM kiln.attempts WHERE run_id IN (SELECT id FROM gone)),
               g AS (DELETE FROM kiln.run_log_chunks WHERE run_id IN (SELECT id FROM gone)),
+              f AS (DELETE FROM kiln.run_failures WHERE task_id = $1),
               r AS (DELETE FROM kiln.ready WHERE task_id = $1),
               l AS (DELETE FROM kiln.leases WHERE task_id = $1)
          SELECT count(*) FROM gone",
@@ -690,8 +794,8 @@ pub async fn run_purge_task(pool: &Pool, task_id: &str) -> Result<u64> {
     Ok(done.rows_affected())
 }
 
-/// Deletes up to `limit` runs that reached a final status before `cutoff`, with their attempts
-/// and log lines.
+/// Deletes up to `limit` runs that reached a final status before `cutoff`, with their attempts,
+/// log lines and failure records.
 /// Run ids are time-ordered (UUID v7), so the scan walks the primary key up to the cutoff instead
 /// of needing an index on a column that changes. Returns how many runs were deleted.
 pub async fn run_delete_finished_before(
@@ -712,7 +816,8 @@ pub async fn run_delete_finished_before(
                 FOR UPDATE SKIP LOCKED),
          gone AS (DELETE FROM kiln.runs r USING old WHERE r.id = old.id RETURNING r.id),
          attempts AS (DELETE FROM kiln.attempts a USING gone WHERE a.run_id = gone.id),
-         logs AS (DELETE FROM kiln.run_log_chunks l USING gone WHERE l.run_id = gone.id)
+         logs AS (DELETE FROM kiln.run_log_chunks l USING gone WHERE l.run_id = gone.id),
+         failures AS (DELETE FROM kiln.run_failures f USING gone WHERE f.run_id = gone.id)
          SELECT count(*) FROM gone",
     )
     .bind(first_id_after_cutoff)
