@@ -804,20 +804,29 @@ async fn a_claimer_of_one_task_in_a_shared_keyed_queue_finds_its_key_behind_the_
     let first = claim(pool, 1).await;
     assert_eq!(first.len(), 1);
     complete(pool, &first).await;
-    // 300 keys of another task that shares the queue (no worker of it runs), then a run of this
-    // task on its key.
-    sqlx::query(
-        "SELECT kiln.trigger('key-scheduler-other', '{}'::jsonb,
-                             jsonb_build_object('allow_unregistered', true, 'queue', $1::text,
-                                                'concurrency_key', 'ws-other-' || i))
-           FROM generate_series(1, 300) i",
-    )
-    .bind(TASK)
-    .execute(pool)
-    .await
-    .unwrap();
+    // Keys of another task that shares the queue (no worker of it runs), then a run of this
+    // task on its key: 10 keys ahead (a claim probes the first 256 in line one by one), then 300
+    // (it finds the keys behind those from its task's runs).
+    let others = |from: i32, to: i32| {
+        sqlx::query(
+            "SELECT kiln.trigger('key-scheduler-other', '{}'::jsonb,
+                                 jsonb_build_object('allow_unregistered', true, 'queue', $1::text,
+                                                    'concurrency_key', 'ws-other-' || i))
+               FROM generate_series($2::int, $3::int) i",
+        )
+        .bind(TASK)
+        .bind(from)
+        .bind(to)
+        .execute(pool)
+    };
+    others(1, 10).await.unwrap();
     let mine = trigger_one(pool, "ws-mine", None).await;
+    let next = claim(pool, 1).await;
+    assert_eq!(next.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [mine]);
+    complete(pool, &next).await;
 
+    others(11, 300).await.unwrap();
+    let mine = trigger_one(pool, "ws-mine", None).await;
     // One claim of one run, by a claimer serving only this task, starts this task's run.
     let next = claim(pool, 1).await;
     assert_eq!(next.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [mine]);

@@ -124,6 +124,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "run_failures",
         sql: include_str!("../../../migrations/0021_run_failures.sql"),
     },
+    Migration {
+        version: 22,
+        name: "keyed_batches",
+        sql: include_str!("../../../migrations/0022_keyed_batches.sql"),
+    },
+    Migration {
+        version: 23,
+        name: "shared_queue_probe",
+        sql: include_str!("../../../migrations/0023_shared_queue_probe.sql"),
+    },
 ];
 
 /// The migration that closed Kiln's functions to PUBLIC (and created the `kiln_app` role).

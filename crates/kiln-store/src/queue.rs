@@ -1,5 +1,7 @@
 //! `kiln.queues` and `kiln.queue_keys`: limits, pausing, live counts and key bookkeeping.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use kiln_core::{KeyLoad, QueueRow};
 
@@ -184,61 +186,50 @@ pub async fn queue_prune_key_wakeups(pool: &Pool) -> Result<u64> {
 /// vacuum removes them.
 const SCHEDULER_TABLES: [&str; 2] = ["key_wakeups", "queue_keys"];
 
-/// Vacuums each key-scheduler table with at least `min_dead` dead rows, when the connected role
-/// may (it owns the table or is a superuser; otherwise autovacuum is left to it). Skips a table
-/// another session is vacuuming. Returns the tables vacuumed.
+/// Vacuums each key-scheduler table with at least `min_dead` dead rows that no vacuum (manual or
+/// autovacuum) finished within `min_interval`, when the connected role may (it owns the table or
+/// is a superuser; otherwise autovacuum is left to it). Skips a table another session is
+/// vacuuming. Returns the tables vacuumed.
 ///
 /// Claims scan `kiln.key_wakeups` from its oldest entry: after a fan-out of 500,000 runs over
 /// 100,000 keys, a claim of 200 runs read 3,000 index pages of consumed wakeups and took 16.5 ms
 /// instead of 9.6 ms once they were vacuumed. Autovacuum visits a table at most once a minute.
-pub async fn queue_vacuum_scheduler(pool: &Pool, min_dead: i64) -> Result<Vec<String>> {
+/// The interval keeps the pass from vacuuming again and again when an old snapshot (a long
+/// transaction elsewhere) keeps the dead rows from being removed.
+pub async fn queue_vacuum_scheduler(
+    pool: &Pool,
+    min_dead: i64,
+    min_interval: Duration,
+) -> Result<Vec<String>> {
     let due: Vec<String> = sqlx::query_scalar(
         "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
           WHERE s.schemaname = 'kiln' AND s.relname = ANY($1) AND s.n_dead_tup >= $2
+            AND coalesce(greatest(s.last_vacuum, s.last_autovacuum), '-infinity')
+                < now() - $3 * interval '1 millisecond'
+            AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid)
             AND (pg_has_role(c.relowner, 'USAGE')
                  OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user))
           ORDER BY s.relname",
     )
     .bind(&SCHEDULER_TABLES[..])
     .bind(min_dead)
+    .bind(i64::try_from(min_interval.as_millis()).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
     .map_err(db("reading the key scheduler's dead rows"))?;
     let mut vacuumed = Vec::with_capacity(due.len());
-    if due.is_empty() {
-        return Ok(vacuumed);
-    }
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(db("vacuuming the key scheduler's tables"))?;
-    // VACUUM runs outside any transaction, so each statement goes alone. A table skipped because
-    // another worker is vacuuming it is reported as a warning by Postgres: not worth a log line.
-    sqlx::query("SET client_min_messages = error")
-        .execute(&mut *conn)
-        .await
-        .map_err(db("vacuuming the key scheduler's tables"))?;
-    let mut outcome = Ok(());
     for table in due {
-        // The name comes from the fixed list above, never from input.
+        // VACUUM runs outside any transaction, so each statement goes alone. The name comes from
+        // the fixed list above, never from input. No session setting is changed around it (a
+        // pooler in transaction mode would keep it on another connection): when another session
+        // starts vacuuming the table meanwhile, Postgres skips it with a warning.
         let statement = format!("VACUUM (SKIP_LOCKED) kiln.{table}");
-        outcome = sqlx::query(&statement).execute(&mut *conn).await.map(drop);
-        if outcome.is_err() {
-            break;
-        }
+        sqlx::query(&statement)
+            .execute(pool)
+            .await
+            .map_err(db("vacuuming the key scheduler's tables"))?;
         vacuumed.push(format!("kiln.{table}"));
     }
-    let reset = sqlx::query("RESET client_min_messages")
-        .execute(&mut *conn)
-        .await
-        .map(drop);
-    if reset.is_err() {
-        // Never hand the pool a connection that hides warnings.
-        conn.close_on_drop();
-    }
-    outcome
-        .and(reset)
-        .map_err(db("vacuuming the key scheduler's tables"))?;
     Ok(vacuumed)
 }
 

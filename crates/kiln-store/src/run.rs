@@ -480,12 +480,29 @@ async fn run_list_by_status(pool: &Pool, filter: &RunFilter, limit: u32) -> Resu
         .fetch_all(pool)
         .await
         .map_err(db("listing runs"))?;
+    budgeted_page(pool, filter, limit, backwards, ids, |q| {
+        q.push("SELECT id FROM kiln.runs WHERE true");
+        push_indexed_filter(q, filter);
+        push_page_position(q, filter);
+    })
+    .await
+}
+
+/// The page of a listing that reads at most [`STATUS_SCAN_BUDGET`] rows: `ids` are the runs it
+/// kept (up to `limit + 1`, in page order), `scan` appends the scan it read them from.
+async fn budgeted_page(
+    pool: &Pool,
+    filter: &RunFilter,
+    limit: u32,
+    backwards: bool,
+    ids: Vec<Uuid>,
+    scan: impl FnOnce(&mut sqlx::QueryBuilder<'_, sqlx::Postgres>),
+) -> Result<RunPage> {
     // A page that is not full either read every run there is, or stopped at the budget with
-    // runs left unread: then the budget-th run read is where the next page starts.
+    // runs left unread: then the budget-th row read is where the next page starts.
     let scanned_to = if ids.len() <= limit as usize {
-        let mut q = sqlx::QueryBuilder::new("SELECT id FROM kiln.runs WHERE true");
-        push_indexed_filter(&mut q, filter);
-        push_page_position(&mut q, filter);
+        let mut q = sqlx::QueryBuilder::new("");
+        scan(&mut q);
         q.push(" OFFSET ")
             .push_bind(STATUS_SCAN_BUDGET - 1)
             .push(" LIMIT 2");
@@ -583,26 +600,10 @@ async fn run_list_failures(
         .fetch_all(pool)
         .await
         .map_err(db("listing runs"))?;
-    let scanned_to = if ids.len() <= limit as usize {
-        let mut q = sqlx::QueryBuilder::new("");
-        push_failure_scan(&mut q, filter, status, backwards);
-        q.push(" OFFSET ")
-            .push_bind(STATUS_SCAN_BUDGET - 1)
-            .push(" LIMIT 2");
-        let edge: Vec<Uuid> = q
-            .build_query_scalar()
-            .fetch_all(pool)
-            .await
-            .map_err(db("listing runs"))?;
-        (edge.len() == 2).then(|| edge[0])
-    } else {
-        None
-    };
-    let mut runs = runs_by_ids(pool, &ids, &run_columns(filter)).await?;
-    if backwards {
-        runs.reverse();
-    }
-    Ok(page_of(runs, filter, limit, backwards, scanned_to))
+    budgeted_page(pool, filter, limit, backwards, ids, |q| {
+        push_failure_scan(q, filter, status, backwards);
+    })
+    .await
 }
 
 /// How many child runs run `id` triggered.

@@ -35,6 +35,8 @@ pub const DEFAULT_CLEANER_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CLEANER_BATCH: u32 = 1_000;
 /// Dead rows in a key-scheduler table that make the next maintenance pass vacuum it.
 pub const DEFAULT_SCHEDULER_VACUUM_DEAD_ROWS: i64 = 10_000;
+/// A key-scheduler table vacuumed (by a worker or by autovacuum) within this long is left alone.
+pub const DEFAULT_SCHEDULER_VACUUM_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Finds runs whose lease expired (their worker died or stalled), records the lost attempt as
 /// `crashed`, and queues the run again if attempts remain, else finishes it as `crashed`.
@@ -147,12 +149,16 @@ impl DelayedPromoter {
 pub struct SchedulerVacuum {
     /// A table with at least this many dead rows is vacuumed.
     pub dead_rows: i64,
+    /// ... unless a vacuum of it finished within this long: when an old snapshot keeps its dead
+    /// rows from being removed, vacuuming it again at once would remove nothing either.
+    pub min_interval: Duration,
 }
 
 impl Default for SchedulerVacuum {
     fn default() -> Self {
         Self {
             dead_rows: DEFAULT_SCHEDULER_VACUUM_DEAD_ROWS,
+            min_interval: DEFAULT_SCHEDULER_VACUUM_INTERVAL,
         }
     }
 }
@@ -160,7 +166,7 @@ impl Default for SchedulerVacuum {
 impl SchedulerVacuum {
     /// One pass; returns the tables vacuumed.
     pub async fn vacuum_scheduler_tables(&self, pool: &Pool) -> Result<Vec<String>> {
-        queue_vacuum_scheduler(pool, self.dead_rows).await
+        queue_vacuum_scheduler(pool, self.dead_rows, self.min_interval).await
     }
 }
 
