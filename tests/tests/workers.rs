@@ -179,3 +179,53 @@ async fn a_worker_serves_its_metrics_on_the_address_it_is_given() {
     send_sigterm(&worker).await;
     assert!(worker.wait().await.unwrap().success());
 }
+
+/// A worker readies its first connections by triggering and claiming a run it rolls back: the
+/// run, its queue, its ready row and its lease are gone after, nobody is notified, and a real
+/// run triggered meanwhile is left for its worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readying_a_connection_stores_nothing_and_notifies_nobody() {
+    let (db, client) = registered().await;
+    let waiting = client
+        .trigger::<Echo>(WorkspacePayload {
+            ws_id: "ws_ready".into(),
+        })
+        .await
+        .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all(["kiln_ready", "kiln_runs_finished"])
+        .await
+        .unwrap();
+    let counts = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(
+            "SELECT (SELECT count(*) FROM kiln.runs), (SELECT count(*) FROM kiln.ready),
+                    (SELECT count(*) FROM kiln.leases), (SELECT count(*) FROM kiln.queues),
+                    (SELECT count(*) FROM kiln.tasks)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let before = counts(db.pool.clone()).await;
+
+    let mut conn = db.pool.acquire().await.unwrap();
+    for _ in 0..3 {
+        kiln_store::worker::worker_warm_connection(&mut conn)
+            .await
+            .expect("the connection is readied");
+    }
+    drop(conn);
+
+    assert_eq!(counts(db.pool.clone()).await, before, "nothing was kept");
+    let heard = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    assert!(heard.is_err(), "a notification was delivered: {heard:?}");
+    let run = client.runs().retrieve(waiting.id).await.unwrap();
+    assert_eq!(
+        run.status,
+        kiln::RunStatus::Queued,
+        "the real run is left waiting"
+    );
+}

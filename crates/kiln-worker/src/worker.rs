@@ -9,7 +9,9 @@ use kiln_core::Task;
 use kiln_store::lease::{lease_claim_prefetch, lease_heartbeat, AttemptEnd, ClaimedRun};
 use kiln_store::schedule::schedule_sync_declarative;
 use kiln_store::task::task_register;
-use kiln_store::worker::{worker_register, worker_seen, worker_set_state, WorkerSpec};
+use kiln_store::worker::{
+    worker_register, worker_seen, worker_set_state, worker_warm_connection, WorkerSpec,
+};
 use kiln_store::Pool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
@@ -367,6 +369,7 @@ impl Worker {
             },
         )
         .await?;
+        warm_connections(&inner.pool).await;
 
         let wake = Arc::new(Notify::new());
         let slot_freed = Arc::new(Notify::new());
@@ -714,6 +717,34 @@ fn run_span(run: &ClaimedRun) -> tracing::Span {
         kiln_core::attach_traceparent(&span, traceparent);
     }
     span
+}
+
+/// Connections readied for the hot path when a worker starts (at most the pool's size less one).
+const WARM_CONNECTIONS: u32 = 4;
+
+/// Readies a few of the pool's connections before the first claim, so the first runs do not pay
+/// for planning Kiln's functions (see [`worker_warm_connection`]). Best effort: a connection not
+/// to be had within a second, or a failure, ends it with a debug line.
+async fn warm_connections(pool: &sqlx::PgPool) {
+    let wanted = WARM_CONNECTIONS.min(pool.options().get_max_connections().saturating_sub(1));
+    let mut held = Vec::new();
+    for _ in 0..wanted {
+        match tokio::time::timeout(Duration::from_secs(1), pool.acquire()).await {
+            Ok(Ok(conn)) => held.push(conn),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "no connection to ready");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    for conn in &mut held {
+        if let Err(error) = worker_warm_connection(conn).await {
+            tracing::debug!(%error, "a connection was not readied");
+            return;
+        }
+    }
+    tracing::debug!(connections = held.len(), "connections readied");
 }
 
 async fn watch_signals(shutdown: CancellationToken, abort: CancellationToken) {
