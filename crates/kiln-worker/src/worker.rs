@@ -369,7 +369,8 @@ impl Worker {
             },
         )
         .await?;
-        warm_connections(&inner.pool).await;
+        // In the background: a backlog's first claims need not wait for it.
+        tokio::spawn(warm_connections(inner.pool.clone()));
 
         let wake = Arc::new(Notify::new());
         let slot_freed = Arc::new(Notify::new());
@@ -722,10 +723,11 @@ fn run_span(run: &ClaimedRun) -> tracing::Span {
 /// Connections readied for the hot path when a worker starts (at most the pool's size less one).
 const WARM_CONNECTIONS: u32 = 4;
 
-/// Readies a few of the pool's connections before the first claim, so the first runs do not pay
-/// for planning Kiln's functions (see [`worker_warm_connection`]). Best effort: a connection not
-/// to be had within a second, or a failure, ends it with a debug line.
-async fn warm_connections(pool: &sqlx::PgPool) {
+/// Readies a few of the pool's connections as the worker starts, so its first runs do not pay for
+/// planning Kiln's functions (see [`worker_warm_connection`]). One after the other: each inserts
+/// the same queue row until it rolls back. Best effort: a connection not to be had within a
+/// second, or a failure, ends it with a debug line.
+async fn warm_connections(pool: sqlx::PgPool) {
     let wanted = WARM_CONNECTIONS.min(pool.options().get_max_connections().saturating_sub(1));
     let mut held = Vec::new();
     for _ in 0..wanted {
