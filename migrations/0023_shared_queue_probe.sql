@@ -8,8 +8,9 @@
 -- index probe per key looked at, which is cheap when the claim's keys are near the front of the
 -- line and costly when many keys of the other tasks are ahead (5,000 of them: 21 ms). So a claim
 -- probes the first 256 keys in line one by one, with a scalar subquery the planner cannot hash,
--- and only when those hold too few of its keys does it take the keys behind them from its tasks'
--- ready runs, as before. Each key is still locked in turn order with SKIP LOCKED.
+-- and only when those hold too few of its keys does it add the keys behind them, found from its
+-- tasks' ready runs as before (a claim that wants more keys than the front holds pays for both).
+-- Each key is locked with SKIP LOCKED, and every key locked is served.
 --
 -- The rest of kiln.claim_runs is as in migration 0020.
 
@@ -148,9 +149,9 @@ BEGIN
                    AND (SELECT count(*) FROM (SELECT 1 FROM kiln.queue_keys f
                                                WHERE f.queue = q.name AND f.waiting
                                                LIMIT 257) f) > 256 THEN
-                    -- Keys of these tasks may wait behind the first 256: take them all in turn
-                    -- order (the keys locked above come again, and are kept).
-                    keys := ARRAY(
+                    -- Keys of these tasks may wait behind the first 256: add them in turn
+                    -- order, after those already locked.
+                    keys := keys || ARRAY(
                         WITH mine AS MATERIALIZED (
                             SELECT DISTINCT rd.concurrency_key FROM kiln.ready rd
                              WHERE rd.task_id = ANY(p_task_ids) AND rd.queue = q.name
@@ -160,9 +161,9 @@ BEGIN
                           FROM mine m
                           JOIN kiln.queue_keys k ON k.queue = q.name
                                                 AND k.concurrency_key = m.concurrency_key
-                         WHERE k.waiting
+                         WHERE k.waiting AND NOT k.concurrency_key = ANY(keys)
                          ORDER BY k.turn
-                         LIMIT queue_free
+                         LIMIT queue_free - cardinality(keys)
                            FOR UPDATE OF k SKIP LOCKED);
                 END IF;
             END IF;

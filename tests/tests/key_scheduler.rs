@@ -711,8 +711,40 @@ async fn maintenance_vacuums_the_wakeups_claims_consumed() {
         "consumed wakeups still fill the index: {before} pages read"
     );
 
-    // The statistics reach pg_stat_user_tables within a second or so; the pass vacuums then.
+    // The statistics reach pg_stat_user_tables within a second or so.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let dead: i64 = sqlx::query_scalar(
+            "SELECT n_dead_tup FROM pg_stat_user_tables
+              WHERE schemaname = 'kiln' AND relname = 'key_wakeups'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if dead >= kiln::worker::DEFAULT_SCHEDULER_VACUUM_DEAD_ROWS || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // While another session vacuums the table (it holds the lock a vacuum takes), the pass leaves
+    // it alone, and says so.
     let vacuum = kiln::worker::SchedulerVacuum::default();
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE kiln.key_wakeups IN SHARE UPDATE EXCLUSIVE MODE")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let meanwhile = vacuum
+        .vacuum_scheduler_tables(pool)
+        .await
+        .expect("vacuum pass");
+    assert!(
+        !meanwhile.contains(&"kiln.key_wakeups".to_owned()),
+        "the pass vacuumed a table another session was vacuuming: {meanwhile:?}"
+    );
+    other.rollback().await.unwrap();
+
+    // Then the pass vacuums it.
     let deadline = Instant::now() + Duration::from_secs(15);
     let vacuumed = loop {
         let tables = vacuum

@@ -201,34 +201,53 @@ pub async fn queue_vacuum_scheduler(
     min_dead: i64,
     min_interval: Duration,
 ) -> Result<Vec<String>> {
-    let due: Vec<String> = sqlx::query_scalar(
-        "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+    // A century stands for "never again"; longer would not fit an interval.
+    let min_interval_ms = min_interval
+        .min(Duration::from_secs(100 * 365 * 86_400))
+        .as_millis() as i64;
+    // A vacuum in progress holds its table's SHARE UPDATE EXCLUSIVE lock, which pg_locks shows
+    // to every role (pg_stat_progress_vacuum hides the table from a role that did not start it).
+    let due: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT s.relname::text, s.vacuum_count + s.autovacuum_count
+           FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
           WHERE s.schemaname = 'kiln' AND s.relname = ANY($1) AND s.n_dead_tup >= $2
             AND coalesce(greatest(s.last_vacuum, s.last_autovacuum), '-infinity')
                 < now() - $3 * interval '1 millisecond'
-            AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = s.relid)
+            AND NOT EXISTS (SELECT 1 FROM pg_locks l
+                             WHERE l.relation = s.relid AND l.mode = 'ShareUpdateExclusiveLock')
             AND (pg_has_role(c.relowner, 'USAGE')
                  OR (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user))
           ORDER BY s.relname",
     )
     .bind(&SCHEDULER_TABLES[..])
     .bind(min_dead)
-    .bind(i64::try_from(min_interval.as_millis()).unwrap_or(i64::MAX))
+    .bind(min_interval_ms)
     .fetch_all(pool)
     .await
     .map_err(db("reading the key scheduler's dead rows"))?;
     let mut vacuumed = Vec::with_capacity(due.len());
-    for table in due {
+    for (table, vacuums_before) in due {
         // VACUUM runs outside any transaction, so each statement goes alone. The name comes from
         // the fixed list above, never from input. No session setting is changed around it (a
         // pooler in transaction mode would keep it on another connection): when another session
-        // starts vacuuming the table meanwhile, Postgres skips it with a warning.
+        // started vacuuming the table since the check above, Postgres skips it with a warning,
+        // and the table's vacuum count says so.
         let statement = format!("VACUUM (SKIP_LOCKED) kiln.{table}");
         sqlx::query(&statement)
             .execute(pool)
             .await
             .map_err(db("vacuuming the key scheduler's tables"))?;
-        vacuumed.push(format!("kiln.{table}"));
+        let vacuums_after: Option<i64> = sqlx::query_scalar(
+            "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables
+              WHERE schemaname = 'kiln' AND relname = $1",
+        )
+        .bind(&table)
+        .fetch_optional(pool)
+        .await
+        .map_err(db("vacuuming the key scheduler's tables"))?;
+        if vacuums_after.is_some_and(|after| after > vacuums_before) {
+            vacuumed.push(format!("kiln.{table}"));
+        }
     }
     Ok(vacuumed)
 }

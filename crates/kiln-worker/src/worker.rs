@@ -724,9 +724,10 @@ fn run_span(run: &ClaimedRun) -> tracing::Span {
 const WARM_CONNECTIONS: u32 = 4;
 
 /// Readies a few of the pool's connections as the worker starts, so its first runs do not pay for
-/// planning Kiln's functions (see [`worker_warm_connection`]). One after the other: each inserts
-/// the same queue row until it rolls back. Best effort: a connection not to be had within a
-/// second, or a failure, ends it with a debug line.
+/// planning Kiln's functions (see [`worker_warm_connection`]). The connections are held together,
+/// so that each is a different one, and readied one after the other (two cores need not plan
+/// four at once). Best effort: a connection not to be had within a second, or a failure, ends it
+/// with a debug line.
 async fn warm_connections(pool: sqlx::PgPool) {
     let wanted = WARM_CONNECTIONS.min(pool.options().get_max_connections().saturating_sub(1));
     let mut held = Vec::new();
