@@ -225,30 +225,34 @@ pub async fn queue_vacuum_scheduler(
     .fetch_all(pool)
     .await
     .map_err(db("reading the key scheduler's dead rows"))?;
-    let mut vacuumed = Vec::with_capacity(due.len());
-    for (table, vacuums_before) in due {
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    for (table, _) in &due {
         // VACUUM runs outside any transaction, so each statement goes alone. The name comes from
         // the fixed list above, never from input. No session setting is changed around it (a
         // pooler in transaction mode would keep it on another connection): when another session
         // started vacuuming the table since the check above, Postgres skips it with a warning,
-        // and the table's vacuum count says so.
+        // and the table's vacuum count, read below, says so.
         let statement = format!("VACUUM (SKIP_LOCKED) kiln.{table}");
         sqlx::query(&statement)
             .execute(pool)
             .await
             .map_err(db("vacuuming the key scheduler's tables"))?;
-        let vacuums_after: Option<i64> = sqlx::query_scalar(
-            "SELECT vacuum_count + autovacuum_count FROM pg_stat_user_tables
-              WHERE schemaname = 'kiln' AND relname = $1",
-        )
-        .bind(&table)
-        .fetch_optional(pool)
-        .await
-        .map_err(db("vacuuming the key scheduler's tables"))?;
-        if vacuums_after.is_some_and(|after| after > vacuums_before) {
-            vacuumed.push(format!("kiln.{table}"));
-        }
     }
+    let after: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, vacuum_count + autovacuum_count FROM pg_stat_user_tables
+          WHERE schemaname = 'kiln' AND relname = ANY($1)",
+    )
+    .bind(&SCHEDULER_TABLES[..])
+    .fetch_all(pool)
+    .await
+    .map_err(db("vacuuming the key scheduler's tables"))?;
+    let vacuumed = due
+        .into_iter()
+        .filter(|(table, before)| after.iter().any(|(t, n)| t == table && n > before))
+        .map(|(table, _)| format!("kiln.{table}"))
+        .collect();
     Ok(vacuumed)
 }
 

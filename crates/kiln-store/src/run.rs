@@ -363,6 +363,22 @@ enum PageLead {
     Id(Uuid),
 }
 
+/// Whether a page is read backwards: `before` without a cursor asks for the page before a known
+/// one, read oldest first.
+fn pages_backwards(filter: &RunFilter) -> bool {
+    filter.before.is_some() && filter.cursor.is_none()
+}
+
+/// Where a page starts, as a comparison with the run id: below the cursor going forward, above
+/// `before` going back; `None` for the first page.
+fn page_bound(filter: &RunFilter) -> Option<(&'static str, Uuid)> {
+    match (filter.cursor, filter.before) {
+        (Some(cursor), _) => Some(("<", cursor)),
+        (None, Some(before)) => Some((">", before)),
+        (None, None) => None,
+    }
+}
+
 /// Appends the page position of `filter` and the order; returns whether the page is read
 /// backwards (towards newer runs, from `before`: read upwards, then turned around).
 ///
@@ -373,7 +389,7 @@ enum PageLead {
 /// older than another task's 1,000,000-run backlog took 4 s for its first page (0.4 ms now), and
 /// a parent's first page of children sorted all 250,000 of them.
 fn push_page_position(q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &RunFilter) -> bool {
-    let backwards = filter.before.is_some() && filter.cursor.is_none();
+    let backwards = pages_backwards(filter);
     let direction = if backwards { "ASC" } else { "DESC" };
     let lead = match (
         filter.parent_run_id,
@@ -386,20 +402,13 @@ fn push_page_position(q: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, filter: &R
         _ => None,
     };
     let Some((column, value)) = lead else {
-        if let Some(cursor) = filter.cursor {
-            q.push(" AND id < ").push_bind(cursor);
-        }
-        if let Some(before) = filter.before.filter(|_| backwards) {
-            q.push(" AND id > ").push_bind(before);
+        if let Some((comparison, bound)) = page_bound(filter) {
+            q.push(format!(" AND id {comparison} ")).push_bind(bound);
         }
         q.push(format!(" ORDER BY id {direction}"));
         return backwards;
     };
-    let (comparison, bound) = match (filter.cursor, filter.before.filter(|_| backwards)) {
-        (Some(cursor), _) => ("<", cursor),
-        (None, Some(before)) => (">", before),
-        (None, None) => ("<=", Uuid::from_u128(u128::MAX)),
-    };
+    let (comparison, bound) = page_bound(filter).unwrap_or(("<=", Uuid::from_u128(u128::MAX)));
     q.push(format!(" AND ({column}, id) {comparison} ("));
     match value {
         PageLead::Name(name) => q.push_bind(name),
@@ -555,14 +564,9 @@ fn push_failure_scan(
     if let [task_id] = filter.task_ids.as_slice() {
         q.push(" AND f.task_id = ").push_bind(task_id.clone());
     }
-    match (filter.cursor, filter.before.filter(|_| backwards)) {
-        (Some(cursor), _) => {
-            q.push(" AND f.run_id < ").push_bind(cursor);
-        }
-        (None, Some(before)) => {
-            q.push(" AND f.run_id > ").push_bind(before);
-        }
-        (None, None) => {}
+    if let Some((comparison, bound)) = page_bound(filter) {
+        q.push(format!(" AND f.run_id {comparison} "))
+            .push_bind(bound);
     }
     q.push(if backwards {
         " ORDER BY f.run_id ASC"
@@ -581,7 +585,7 @@ async fn run_list_failures(
     status: RunStatus,
     limit: u32,
 ) -> Result<RunPage> {
-    let backwards = filter.before.is_some() && filter.cursor.is_none();
+    let backwards = pages_backwards(filter);
     let mut q = sqlx::QueryBuilder::new("SELECT r.id FROM (");
     push_failure_scan(&mut q, filter, status, backwards);
     q.push(" LIMIT ").push_bind(STATUS_SCAN_BUDGET);
